@@ -1,0 +1,71 @@
+"""Figures of the study (matplotlib, no state).
+
+``plot_search_history`` is the dissertation's Fig. 5.1 (six panels over episodes);
+``plot_reward_vs_scale`` adds a quadratic trend and its peak, a smoother estimate of
+the best scale than the single best episode.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
+
+
+def quadratic_peak(scales, rewards) -> tuple[np.ndarray | None, float | None]:
+    """Least-squares quadratic ``a s^2 + b s + c``; returns (coefficients, peak scale or None).
+
+    The peak is ``-b / 2a`` when the fit is concave (a < 0), else None.
+    """
+    s, r = np.asarray(scales, float), np.asarray(rewards, float)
+    keep = np.isfinite(s) & np.isfinite(r)
+    if keep.sum() < 3 or np.ptp(s[keep]) == 0:
+        return None, None
+    coeffs = np.polyfit(s[keep], r[keep], 2)
+    peak = -coeffs[1] / (2 * coeffs[0]) if coeffs[0] < 0 else None
+    return coeffs, peak
+
+
+def plot_search_history(table: pd.DataFrame, title: str = "Scale search (cf. dissertation Fig. 5.1)"):
+    panels = [("final_train_loss", "train loss (last epoch)"), ("final_train_accuracy", "train accuracy"),
+              ("accuracy", "test accuracy"), ("scale", "sampled scale s"), ("reward", "reward"),
+              ("policy_loss", "policy loss")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharex=True)
+    for ax, (col, label) in zip(axes.flat, panels):
+        ax.plot(table["episode"], table[col], ".-", lw=0.8, ms=3)
+        if col == "scale" and "policy_mean_scale" in table:
+            ax.plot(table["episode"], table["policy_mean_scale"], "-", lw=1.5, label="policy mean")
+            ax.legend(fontsize=8)
+        nan = table["nan_detected"].astype(bool)
+        if nan.any() and col in ("reward", "scale"):
+            ax.plot(table.loc[nan, "episode"], table.loc[nan, col], "rx", label="NaN")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("episode")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reward_vs_scale(table: pd.DataFrame, baseline: dict | None = None, title: str = "Reward vs scale"):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ok = ~table["nan_detected"].astype(bool)
+    ax.scatter(table.loc[ok, "scale"], table.loc[ok, "reward"], s=14, alpha=0.7, label="episodes")
+    if (~ok).any():
+        ax.scatter(table.loc[~ok, "scale"], table.loc[~ok, "reward"], marker="x", color="red", label="NaN (-2)")
+    coeffs, peak = quadratic_peak(table.loc[ok, "scale"], table.loc[ok, "reward"])
+    if coeffs is not None:
+        grid = np.linspace(table["scale"].min(), table["scale"].max(), 200)
+        ax.plot(grid, np.polyval(coeffs, grid), "k-", lw=1.2, label="quadratic trend")
+        if peak is not None:
+            ax.axvline(peak, color="k", ls="--", lw=1, label=f"trend peak s={peak:.3f}")
+    if baseline is not None and baseline.get("reward") is not None:
+        ax.scatter([baseline["scale"]], [baseline["reward"]], marker="*", s=160, color="orange",
+                   zorder=5, label=f"baseline s={baseline['scale']:g}")
+    ax.set_xlabel("scale s")
+    ax.set_ylabel("reward = 10 x test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

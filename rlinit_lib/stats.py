@@ -1,0 +1,41 @@
+"""Small statistics used to say what is and is not significant."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as _st
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval (lo, hi); the interval is nan for n < 2."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    half = float(_st.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def paired_difference(a, b, confidence: float = 0.95) -> dict:
+    """Mean of ``a - b`` over paired runs, its t interval and the paired t-test p-value."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    d = d[np.isfinite(d)]
+    m, lo, hi = mean_ci(d, confidence)
+    p = float(_st.ttest_1samp(d, 0.0).pvalue) if len(d) > 1 and np.ptp(d) > 0 else float("nan")
+    return {"mean": m, "ci_low": lo, "ci_high": hi, "p_value": p, "n": int(len(d))}
+
+
+def welch(a, b, confidence: float = 0.95) -> dict:
+    """Difference of means ``mean(a) - mean(b)`` with Welch's interval and p-value."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    diff = float(a.mean() - b.mean())
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = np.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else np.inf
+    half = float(_st.t.ppf(0.5 + confidence / 2, dof) * se)
+    p = float(_st.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else float("nan")
+    return {"mean": diff, "ci_low": diff - half, "ci_high": diff + half, "p_value": p, "dof": float(dof)}
