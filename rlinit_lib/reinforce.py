@@ -16,6 +16,7 @@ episodes.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -119,10 +120,12 @@ class ReinforceAgent:
         return float(loss.item()) if math.isfinite(loss.item()) else float("nan")
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "episodes": self.episodes}
+        """A detached copy (Adam's own state_dict shares its moment tensors with the live optimizer)."""
+        return copy.deepcopy({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "generator": self.generator.get_state(), "episodes": self.episodes})
 
     def load_state_dict(self, state: dict) -> None:
+        state = copy.deepcopy(state)
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])

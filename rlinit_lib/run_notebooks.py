@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="quick", help="a folder of params/: paper, quick or smoke")
     ap.add_argument("--only", nargs="*", help="notebook names (e.g. 01_search) to run; default all")
     ap.add_argument("--prepare-only", metavar="DIR", help="write parameterised notebooks to DIR, do not run")
+    ap.add_argument("--outputs-root", metavar="DIR",
+                    help="put each notebook's results in DIR/<notebook> instead of the profile's output_dir")
     args = ap.parse_args(argv)
 
     import papermill as pm
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for nb, pfile in jobs:
         params = yaml.safe_load(pfile.read_text()) or {}
+        if args.outputs_root:
+            params["output_dir"] = str(Path(args.outputs_root).resolve() / nb.stem)
         target = out_dir / nb.name
         print(f"{'prepare' if args.prepare_only else 'run'} {nb.relative_to(root)} with "
               f"{pfile.relative_to(root)} -> {target}", flush=True)

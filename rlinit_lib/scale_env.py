@@ -88,6 +88,7 @@ class ScaleEnv(gym.Env):
         self.evaluator = evaluator
         self.data = data
         self._obs = np.array([self.min_scale, 0.0], np.float32)
+        self.last_result: TrainResult | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -108,6 +109,6 @@ class ScaleEnv(gym.Env):
             "accuracy": float(result.test_accuracy),
             "nan_detected": bool(result.nan_detected),
             "child_seed": seed,
-            "result": result,
         }
+        self.last_result = result  # the full TrainResult (losses, wall time) of this step
         return self._obs.copy(), reward, True, False, info

@@ -192,7 +192,7 @@ def run_search(
             _, reward, terminated, _, info = env.step([scale])
             agent.observe(reward, done=terminated)
             loss = agent.maybe_update()
-            res = info["result"]
+            res = env.last_result
             row = {
                 "episode": episode, "scale": info["scale_factor"], "reward": reward,
                 "accuracy": info["accuracy"], "nan_detected": info["nan_detected"],

@@ -1,0 +1,30 @@
+# The two commands of the README:
+#   make run PROFILE=quick   run the notebooks in order with params/<PROFILE>/ (executed copies in outputs/<PROFILE>/)
+#   make test                unit tests + the notebooks re-executed under nbval with the smoke profile
+# Both create .venv and install the package on first use (python3 -m venv + pip; no conda needed).
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= quick
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install run test lab clean-smoke
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,lab]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/python -m rlinit_lib.run_notebooks --profile $(PROFILE)
+
+test: install
+	rm -rf build/nbval
+	$(BIN)/python -m rlinit_lib.run_notebooks --profile smoke --prepare-only build/nbval --outputs-root build/nbval/outputs
+	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider
+
+lab: install
+	$(BIN)/jupyter lab notebooks/
