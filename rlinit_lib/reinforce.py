@@ -69,22 +69,29 @@ class ReinforceAgent:
 
     @torch.no_grad()
     def act(self, obs) -> tuple[float, dict]:
-        """Sample a scale for ``obs``; returns (scale, {policy_mean_scale, policy_std, z})."""
+        """Sample a scale for ``obs``; returns (scale, {obs, z, policy_mean_scale, policy_std}).
+
+        Several actions may be drawn before their rewards are known (batched evaluation);
+        each is stored with :meth:`record`, or the last one with :meth:`observe`."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32).reshape(-1)
         mean, log_std = self.policy(obs_t)
         std = log_std.exp()
         z = mean + std * torch.randn((), generator=self.generator)
         self._pending = (obs_t.tolist(), float(z))
-        return float(self.squash(z)), {"policy_mean_scale": float(self.squash(mean)),
-                                       "policy_std": float(std), "z": float(z)}
+        return float(self.squash(z)), {"obs": obs_t.tolist(), "z": float(z),
+                                       "policy_mean_scale": float(self.squash(mean)), "policy_std": float(std)}
 
     def observe(self, reward: float, done: bool = True) -> None:
         """Record the reward of the last action; ``done`` closes the episode."""
         if self._pending is None:
             raise RuntimeError("observe() called before act()")
         obs, z = self._pending
-        self._current.append((obs, z, float(reward)))
         self._pending = None
+        self.record(obs, z, reward, done)
+
+    def record(self, obs, z: float, reward: float, done: bool = True) -> None:
+        """Store one transition (observation, pre-squash sample z, reward)."""
+        self._current.append((list(obs), float(z), float(reward)))
         if done:
             self.episodes.append(self._current)
             self._current = []

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from .data import DATASETS, ImageData, load_dataset
+from .batched import train_many
 from .training import TrainResult, train_and_evaluate
 from .validation import ParameterError, check_choice, check_float, check_int, check_optional_int
 
@@ -27,6 +28,7 @@ NAN_REWARD = -2.0
 MAX_REWARD = 10.0
 
 Evaluator = Callable[[float, int], TrainResult]
+BatchEvaluator = Callable[[list, list], list]
 
 
 def reward_of(result: TrainResult) -> float:
@@ -56,6 +58,7 @@ class ScaleEnv(gym.Env):
         child_seed: int | None = None,
         data: ImageData | None = None,
         evaluator: Evaluator | None = None,
+        batch_evaluator: BatchEvaluator | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
     ):
         super().__init__()
@@ -85,7 +88,16 @@ class ScaleEnv(gym.Env):
 
             check_choice("activation", activation, ACTIVATIONS)
             evaluator = lambda scale, seed: train_and_evaluate(scale, seed=seed, **train_kw)  # noqa: E731
+
+            def log_each(epoch, metrics):
+                for m in metrics:
+                    if m and on_epoch is not None:
+                        on_epoch(epoch, m)
+
+            batch_kw = train_kw | {"on_epoch": log_each}
+            batch_evaluator = lambda scales, seeds: train_many(scales, seeds=seeds, **batch_kw)  # noqa: E731
         self.evaluator = evaluator
+        self.batch_evaluator = batch_evaluator or (lambda scales, seeds: [evaluator(a, b) for a, b in zip(scales, seeds)])
         self.data = data
         self._obs = np.array([self.min_scale, 0.0], np.float32)
         self.last_result: TrainResult | None = None
@@ -98,10 +110,22 @@ class ScaleEnv(gym.Env):
         self._obs = np.array([scale, 0.0], np.float32)
         return self._obs.copy(), {}
 
+    def clip(self, action) -> float:
+        return float(np.clip(np.asarray(action, np.float64).reshape(-1)[0], self.min_scale, self.max_scale))
+
+    def draw_child_seed(self) -> int:
+        """The seed of this episode's child training (drawn from the RNG that ``reset(seed=...)`` set)."""
+        return self.child_seed if self.child_seed is not None else int(self.np_random.integers(0, 2**31 - 1))
+
     def step(self, action):
-        scale = float(np.clip(np.asarray(action, np.float64).reshape(-1)[0], self.min_scale, self.max_scale))
-        seed = self.child_seed if self.child_seed is not None else int(self.np_random.integers(0, 2**31 - 1))
-        result = self.evaluator(scale, seed)
+        scale = self.clip(action)
+        seed = self.draw_child_seed()
+        return self.record_step(scale, seed, self.evaluator(scale, seed))
+
+    def record_step(self, scale: float, seed: int, result: TrainResult):
+        """Finish a step whose child training ran elsewhere (batched evaluation of several
+        independent one-step episodes: reset, ``clip``, ``draw_child_seed`` for each, one
+        ``batch_evaluator`` call, then ``record_step`` for each). Same return as ``step``."""
         reward = reward_of(result)
         self._obs = np.array([scale, reward], np.float32)
         info = {

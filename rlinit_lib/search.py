@@ -37,7 +37,7 @@ from .validation import (ParameterError, check_choice, check_float, check_int, c
                          check_str, config_from_dict)
 
 # Settings that may change between a run and its resumption without changing results.
-RESUMABLE_CHANGES = ("episodes", "recheck_seeds", "device", "wandb_mode", "wandb_project", "progress", "output_dir", "data_root")
+RESUMABLE_CHANGES = ("episodes", "recheck_seeds", "batched", "device", "wandb_mode", "wandb_project", "progress", "output_dir", "data_root")
 EPISODE_COLUMNS = ["episode", "scale", "reward", "accuracy", "nan_detected", "policy_mean_scale", "policy_std",
                    "policy_loss", "final_train_loss", "final_train_accuracy", "child_seed", "seconds"]
 
@@ -60,6 +60,7 @@ class SearchConfig:
     agent_lr: float = 1e-3
     gamma: float = 0.99
     update_every: int = 1
+    batched: bool = True          # train the update_every children of one policy update together
     baseline_scale: float = 1.0
     recheck_seeds: int = 5
     seed: int = 42
@@ -87,6 +88,7 @@ class SearchConfig:
         check_float("agent_lr", self.agent_lr, low=0.0, low_open=True)
         check_float("gamma", self.gamma, low=0.0, high=1.0)
         check_int("update_every", self.update_every, low=1)
+        check_choice("batched", self.batched, (True, False))
         check_float("baseline_scale", self.baseline_scale, low=0.0, low_open=True)
         check_int("recheck_seeds", self.recheck_seeds, low=0)
         check_int("seed", self.seed, low=0)
@@ -186,29 +188,43 @@ def run_search(
     try:
         bar = tqdm(total=cfg.episodes, initial=min(len(rows), cfg.episodes), desc="episodes",
                    disable=not cfg.progress)
-        for episode in range(len(rows), cfg.episodes):
-            obs, _ = env.reset(seed=derive_seed(cfg.seed, episode))
-            scale, pinfo = agent.act(obs)
-            _, reward, terminated, _, info = env.step([scale])
-            agent.observe(reward, done=terminated)
-            loss = agent.maybe_update()
-            res = env.last_result
-            row = {
-                "episode": episode, "scale": info["scale_factor"], "reward": reward,
-                "accuracy": info["accuracy"], "nan_detected": info["nan_detected"],
-                "policy_mean_scale": pinfo["policy_mean_scale"], "policy_std": pinfo["policy_std"],
-                "policy_loss": float("nan") if loss is None else loss,
-                "final_train_loss": res.train_loss[-1] if res.train_loss else float("nan"),
-                "final_train_accuracy": res.train_accuracy[-1] if res.train_accuracy else float("nan"),
-                "child_seed": info["child_seed"], "seconds": res.seconds,
-            }
-            rows.append(row)
+        group = cfg.update_every if cfg.batched else 1
+        while len(rows) < cfg.episodes:
+            # one group = the episodes up to the next policy update (or one episode when not batched);
+            # every action of a group is drawn from the same policy, exactly as in sequential play
+            size = group - len(agent.episodes) if group > 1 else 1
+            episodes = range(len(rows), min(len(rows) + size, cfg.episodes))
+            acts = []
+            for episode in episodes:
+                obs, _ = env.reset(seed=derive_seed(cfg.seed, episode))
+                scale, pinfo = agent.act(obs)
+                acts.append((episode, env.clip([scale]), env.draw_child_seed(), pinfo))
+            if group > 1:
+                results = env.batch_evaluator([a[1] for a in acts], [a[2] for a in acts])
+            else:
+                results = [env.evaluator(acts[0][1], acts[0][2])]
+            new_rows = []
+            for (episode, scale, child_seed, pinfo), res in zip(acts, results):
+                _, reward, terminated, _, info = env.record_step(scale, child_seed, res)
+                agent.record(pinfo["obs"], pinfo["z"], reward, done=terminated)
+                loss = agent.maybe_update()
+                new_rows.append({
+                    "episode": episode, "scale": info["scale_factor"], "reward": reward,
+                    "accuracy": info["accuracy"], "nan_detected": info["nan_detected"],
+                    "policy_mean_scale": pinfo["policy_mean_scale"], "policy_std": pinfo["policy_std"],
+                    "policy_loss": float("nan") if loss is None else loss,
+                    "final_train_loss": res.train_loss[-1] if res.train_loss else float("nan"),
+                    "final_train_accuracy": res.train_accuracy[-1] if res.train_accuracy else float("nan"),
+                    "child_seed": child_seed, "seconds": res.seconds,
+                })
+            rows.extend(new_rows)
             save()
             pd.DataFrame(rows, columns=EPISODE_COLUMNS).to_csv(out / "episodes.csv", index=False)
-            tracker.log({f"episode/{k}": v for k, v in row.items()})
-            bar.update(1)
-            if on_episode is not None:
-                on_episode(row)
+            for row in new_rows:
+                tracker.log({f"episode/{k}": v for k, v in row.items()})
+                bar.update(1)
+                if on_episode is not None:
+                    on_episode(row)
         bar.close()
 
         if baseline is None:
