@@ -13,6 +13,11 @@ With ``common_random_numbers=True`` every network uses the first seed: the same
 underlying init noise (weights differ only by the scale factor) and the same batch
 order, a variance-reduction device for comparing scales. The default is faithful to
 independent runs: network k matches ``train_and_evaluate(scales[k], seed=seeds[k])``.
+
+``mechanism``: ``vmap`` (the stacked path above), ``loop`` (one ``train_and_evaluate`` per
+network, the same semantics by construction) or ``auto``: vmap on CUDA, loop elsewhere,
+because on the 2-core CPU the vmapped grouped convolutions are slower per network than one
+network at a time (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from .data import ImageData, normalise
 from .initialisers import INIT_METHODS
 from .networks import ACTIVATIONS
 from .runtime import pick_device
-from .training import TrainResult, build_child
+from .training import TrainResult, build_child, train_and_evaluate
 from .validation import ParameterError, check_choice, check_float, check_int
 
 
@@ -91,6 +96,7 @@ def train_many(
     progress: bool = False,
     build: Callable[[float, int], nn.Module] | None = None,
     on_epoch: Callable[[int, list[dict]], None] | None = None,
+    mechanism: str = "auto",
 ) -> list[TrainResult]:
     """Train one network per (scale, seed) together; returns one :class:`TrainResult` each.
 
@@ -109,11 +115,21 @@ def train_many(
     check_choice("activation", activation, ACTIVATIONS)
     check_choice("init", init, INIT_METHODS)
     check_choice("common_random_numbers", common_random_numbers, (True, False))
+    check_choice("mechanism", mechanism, ("auto", "vmap", "loop"))
     dev = pick_device(device if device is not None else str(data.device))
     if data.device != dev:
         data = data.to(dev)
     if common_random_numbers:
         seeds = [seeds[0]] * len(scales)
+    if mechanism == "auto":
+        mechanism = "vmap" if dev.type == "cuda" else "loop"
+    if mechanism == "loop":
+        def one(j, s, seed):
+            cb = None if on_epoch is None else (lambda e, m: on_epoch(e, [m if i == j else {} for i in range(len(scales))]))
+            return train_and_evaluate(s, epochs, data, batch_size=batch_size, lr=lr, activation=activation, init=init,
+                                      seed=seed, device=dev, eval_every_epoch=eval_every_epoch, progress=progress,
+                                      on_epoch=cb, build=build)
+        return [one(j, s, seed) for j, (s, seed) in enumerate(zip(scales, seeds))]
     if build is None:
         build = lambda s, seed: build_child(data.in_channels, data.num_classes, s, activation, init, seed)  # noqa: E731
 

@@ -78,10 +78,12 @@ def train_and_evaluate(
     eval_every_epoch: bool = False,
     progress: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
+    build: Callable[[float, int], torch.nn.Module] | None = None,
 ) -> TrainResult:
     """Train SimpleCNN initialised at ``scale`` for ``epochs`` epochs; return a :class:`TrainResult`.
 
-    ``on_epoch(epoch, metrics)`` is called after every finished epoch (used for tracking).
+    ``on_epoch(epoch, metrics)`` is called after every finished epoch (used for tracking);
+    ``build(scale, seed)`` replaces SimpleCNN with another network.
     """
     check_float("scale", scale, low=0.0, low_open=True)
     check_int("epochs", epochs, low=1)
@@ -95,7 +97,10 @@ def train_and_evaluate(
 
     start = time.perf_counter()
     # channels_last: NHWC max-pool and oneDNN/cuDNN convolutions are faster (1.5x per CPU step, see BENCHMARKS.md)
-    model = build_child(data.in_channels, data.num_classes, scale, activation, init, seed, dev)
+    if build is None:
+        model = build_child(data.in_channels, data.num_classes, scale, activation, init, seed, dev)
+    else:
+        model = build(scale, seed).to(dev)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     order = torch.Generator(device="cpu").manual_seed(seed + 1)
