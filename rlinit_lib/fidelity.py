@@ -111,3 +111,47 @@ def seeds_needed(a: np.ndarray, b: np.ndarray, paired: bool, confidence: float =
     z = st.norm.ppf(0.5 + confidence / 2) + st.norm.ppf(power)
     n = float(np.ceil((z * sd / abs(diff)) ** 2)) if diff != 0 else float("inf")
     return {"difference": float(diff), "sd": float(sd), "seeds_needed": max(n, 2.0), "paired": paired}
+
+
+def describe(report: list[dict], target: str, target_scale: float, snr: dict, need: dict | None,
+             need_crn: dict | None, proxy_horizon: int = 7) -> str:
+    """A plain-language paragraph for the notebook (markdown)."""
+    row = next((r for r in report if r["horizon"] == proxy_horizon), report[-1])
+    lo, hi = row["spearman_ci"]
+    agree = ("ranks scales like the long run" if lo > 0.5 else
+             "agrees with the long run only weakly" if lo > 0 else
+             "is **not shown to predict** the long run's ranking (the interval reaches 0 or below)")
+    lines = [
+        f"- At {row['horizon']} epochs the proxy {agree}: Spearman rho = {row['spearman']:.2f} "
+        f"(95% bootstrap CI [{lo:.2f}, {hi:.2f}]) against the {target} accuracy.",
+        f"- The proxy would choose s = {row['proxy_choice']:.3f}; the best scale at the end is s = {target_scale:.3f}; "
+        f"trusting the proxy costs {row['regret']:.4f} accuracy (CI [{row['regret_ci'][0]:.4f}, "
+        f"{row['regret_ci'][1]:.4f}]).",
+        f"- Scale explains {100 * snr['eta_squared']:.0f}% of the variance at that horizon (F = {snr['F']:.1f}, "
+        f"p = {snr['p_value']:.2g}; seed sd {snr['seed_sd']:.4f} vs sd of scale means {snr['scale_sd']:.4f}).",
+    ]
+    if need:
+        lines.append(f"- Telling s = {need['scales'][0]:g} from s = {need['scales'][1]:g} apart (observed difference "
+                     f"{need['difference']:+.4f}) at 95% confidence with 80% power needs about "
+                     f"**{need['seeds_needed']:.0f} seeds per scale** with independent seeds"
+                     + (f", and **{need_crn['seeds_needed']:.0f}** with common random numbers."
+                        if need_crn else "."))
+    return "\n".join(lines)
+
+
+def transfer_agreement(proxy_means: dict, other: "pd.DataFrame", tolerance: float = 0.01) -> dict:
+    """Agreement between the proxy's per-scale means and another network's (03_keras_validation's
+    ``per_scale.csv``: columns ``scale``, ``mean_accuracy``). Scales are matched within ``tolerance``.
+    Spearman needs 3 matched scales; with 2 it reports whether both put the same scale first."""
+    grid = np.array(sorted(proxy_means))
+    pairs = []
+    for s, a in zip(other["scale"], other["mean_accuracy"]):
+        i = int(np.argmin(abs(grid - s)))
+        if abs(grid[i] - s) <= tolerance:
+            pairs.append((proxy_means[grid[i]], a, s))
+    out = {"matched_scales": [p[2] for p in pairs]}
+    if len(pairs) >= 3:
+        out["spearman"] = float(st.spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic)
+    elif len(pairs) == 2:
+        out["same_order"] = bool((pairs[0][0] - pairs[1][0]) * (pairs[0][1] - pairs[1][1]) > 0)
+    return out

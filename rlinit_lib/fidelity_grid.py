@@ -33,13 +33,15 @@ RUN_COLUMNS = ["mode", "scale_index", "scale", "seed_index", "seed", "epoch", "t
 class FidelityConfig:
     """Every knob of notebook 02_proxy_fidelity."""
 
-    min_scale: float = 0.3
-    max_scale: float = 1.9
-    n_scales: int = 17
+    min_scale: float = 0.25
+    max_scale: float = 2.0
+    n_scales: int = 15
     seeds: int = 5
     crn_seeds: int = 5            # seeds of the common-random-numbers grid (0 skips it)
     epochs: int = 50
     horizons: list = field(default_factory=lambda: [1, 3, 5, 7, 10, 20])
+    proxy_horizon: int = 7        # the dissertation's proxy, singled out in the verdict
+    target: str = "final"         # final | best: the long-run accuracy the proxy should predict
     dataset: str = "cifar10"
     data_root: str = "data"
     train_subset: int | None = None
@@ -74,6 +76,8 @@ class FidelityConfig:
             raise ParameterError(f"horizons must be a non-empty list of epochs in [1, {self.epochs}] (got {self.horizons!r})")
         for h in self.horizons:
             check_int("horizons", h, low=1, high=self.epochs)
+        check_int("proxy_horizon", self.proxy_horizon, low=1, high=self.epochs)
+        check_choice("target", self.target, ("final", "best"))
         check_choice("dataset", self.dataset, DATASETS)
         check_str("data_root", self.data_root)
         check_optional_int("train_subset", self.train_subset, low=1)
@@ -86,6 +90,10 @@ class FidelityConfig:
             raise ParameterError(f"compare_scales must be a list of two scales (got {self.compare_scales!r})")
         for s in self.compare_scales:
             check_float("compare_scales", s, low=self.min_scale, high=self.max_scale)
+        nearest = [float(self.scales[np.argmin(abs(self.scales - s))]) for s in self.compare_scales]
+        if nearest[0] == nearest[1]:
+            raise ParameterError(f"compare_scales must fall on two different grid scales (both map to {nearest[0]:g}; "
+                                 "use more n_scales or another range)")
         check_int("bootstrap", self.bootstrap, low=100)
         check_int("seed", self.seed, low=0)
         pick_device(self.device)

@@ -69,3 +69,63 @@ def plot_reward_vs_scale(table: pd.DataFrame, baseline: dict | None = None, titl
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_accuracy_heatmap(acc: np.ndarray, scales, title: str = "Mean test accuracy over seeds"):
+    """acc[scale, seed, epoch] -> heatmap of the seed mean over (scale, epoch)."""
+    mean = np.nanmean(acc, axis=1)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    im = ax.imshow(mean, aspect="auto", origin="lower", cmap="viridis",
+                   extent=[0.5, acc.shape[2] + 0.5, -0.5, len(scales) - 0.5])
+    ax.set_yticks(range(len(scales)))
+    ax.set_yticklabels([f"{s:.2f}" for s in scales], fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("scale s")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="test accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_scale(acc: np.ndarray, scales, horizons, references: dict | None = None,
+                           title: str = "Accuracy against scale, per horizon (band: 95% CI over seeds)"):
+    from .stats import mean_ci
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for h in horizons:
+        if h > acc.shape[2]:
+            continue
+        stats = np.array([mean_ci(acc[i, :, h - 1]) for i in range(len(scales))])
+        ax.plot(scales, stats[:, 0], ".-", label=f"{h} epochs")
+        ax.fill_between(scales, stats[:, 1], stats[:, 2], alpha=0.15)
+    for i, (name, s) in enumerate((references or {}).items()):
+        ax.axvline(s, ls=":", color=f"C{i + 5}", label=f"{name} s={s:.3f}")
+    ax.set_xlabel("scale s")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_horizon_report(reports: dict, target_scale: dict | None = None):
+    """reports: {label: horizon_report rows}. Left: rank correlation vs horizon; right: chosen scale vs horizon."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for i, (label, rows) in enumerate(reports.items()):
+        h = np.array([r["horizon"] for r in rows])
+        for ax, key in ((a1, "spearman"), (a2, "proxy_choice")):
+            y = np.array([r[key] for r in rows], float)
+            ci = np.array([r[key + "_ci"] for r in rows], float)
+            off = (i - (len(reports) - 1) / 2) * 0.08 * (h.max() - h.min() + 1) / max(len(h), 1)
+            ax.errorbar(h + off, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o-", capsize=3, label=label, color=f"C{i}")
+        if target_scale and label in target_scale:
+            a2.axhline(target_scale[label], color=f"C{i}", ls="--", lw=1)
+    a1.set_ylabel("Spearman rho (proxy vs long run)")
+    a2.set_ylabel("scale the proxy chooses (dashed: best at the end)")
+    for ax in (a1, a2):
+        ax.set_xlabel("proxy horizon (epochs)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
