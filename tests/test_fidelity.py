@@ -122,7 +122,7 @@ def test_fidelity_parameters_are_validated(tmp_path):
         small_cfg(tmp_path, seeds=1).validate()
     with pytest.raises(ParameterError, match=r"^compare_scales must be a number >= 0.5 and <= 1.5 \(got 1.75\)$"):
         small_cfg(tmp_path, compare_scales=[1.0, 1.75]).validate()
-    with pytest.raises(ParameterError, match=r"^compare_scales must fall on two different grid scales \(both map to 1\)"):
+    with pytest.raises(ParameterError, match=r"^compare_scales must fall on two different grid scales \(both map to 1;"):
         small_cfg(tmp_path, compare_scales=[0.95, 1.1]).validate()
     with pytest.raises(ParameterError, match=r"^unknown parameter 'epoch' for 02_proxy_fidelity"):
         FidelityConfig.from_dict({"epoch": 3})
