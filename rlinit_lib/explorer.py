@@ -86,5 +86,17 @@ def scale_explorer(x: torch.Tensor, y: torch.Tensor, table: pd.DataFrame | None 
         fig.tight_layout()
         plt.show()
 
-    out = widgets.interactive_output(show, {"scale": slider, "activation": act})
+    # The initial state is drawn as an ordinary figure; the Output widget is written only when a
+    # control changes. Capturing into an Output widget while a cell executes can hang headless
+    # runners (papermill/nbval: jupyter/nbclient#312, nteract/papermill#723).
+    out = widgets.Output()
+
+    def redraw(_change=None):
+        out.clear_output(wait=True)
+        with out:
+            show(slider.value, act.value)
+
+    slider.observe(redraw, names="value")
+    act.observe(redraw, names="value")
+    show(slider.value, act.value)
     return widgets.VBox([widgets.HBox([slider, act]), out])

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from .validation import ParameterError, check_float, check_int
+from .validation import ParameterError, check_choice, check_float, check_int
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -43,7 +43,8 @@ class ReinforceAgent:
     """Sigmoid-squashed Gaussian policy over one scale, trained by REINFORCE."""
 
     def __init__(self, min_scale: float = 0.3, max_scale: float = 1.7, *, lr: float = 1e-3,
-                 gamma: float = 0.99, update_every: int = 1, grad_clip: float = 1.0, seed: int = 0):
+                 gamma: float = 0.99, update_every: int = 1, grad_clip: float = 1.0, seed: int = 0,
+                 baseline: str = "none", baseline_decay: float = 0.9):
         check_float("min_scale", min_scale, low=0.0, low_open=True)
         check_float("max_scale", max_scale, low=0.0, low_open=True)
         if min_scale >= max_scale:
@@ -52,6 +53,9 @@ class ReinforceAgent:
         check_float("gamma", gamma, low=0.0, high=1.0)
         check_int("update_every", update_every, low=1)
         check_float("grad_clip", grad_clip, low=0.0, low_open=True)
+        check_choice("baseline", baseline, ("none", "running_mean"))
+        check_float("baseline_decay", baseline_decay, low=0.0, high=1.0, high_open=True)
+        self.baseline, self.baseline_decay, self.baseline_value = baseline, baseline_decay, None
         self.min_scale, self.max_scale = float(min_scale), float(max_scale)
         self.gamma, self.update_every, self.grad_clip = gamma, update_every, grad_clip
         self.generator = torch.Generator().manual_seed(seed)
@@ -112,6 +116,11 @@ class ReinforceAgent:
                 ep_returns.append(g)
             returns.extend(reversed(ep_returns))
         returns_t = torch.tensor(returns, dtype=torch.float32)
+        if self.baseline == "running_mean":  # extension: advantage against a running mean of returns
+            mean_return = float(returns_t.mean())
+            b = mean_return if self.baseline_value is None else self.baseline_value
+            returns_t = returns_t - b
+            self.baseline_value = self.baseline_decay * b + (1 - self.baseline_decay) * mean_return
         if len(returns_t) > 1:
             returns_t = (returns_t - returns_t.mean()) / (returns_t.std() + 1e-8)
         obs = torch.tensor([s[0] for s in steps], dtype=torch.float32)
@@ -129,7 +138,8 @@ class ReinforceAgent:
     def state_dict(self) -> dict:
         """A detached copy (Adam's own state_dict shares its moment tensors with the live optimizer)."""
         return copy.deepcopy({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                              "generator": self.generator.get_state(), "episodes": self.episodes})
+                              "generator": self.generator.get_state(), "episodes": self.episodes,
+                              "baseline_value": self.baseline_value})
 
     def load_state_dict(self, state: dict) -> None:
         state = copy.deepcopy(state)
@@ -137,3 +147,4 @@ class ReinforceAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.episodes = state["episodes"]
+        self.baseline_value = state.get("baseline_value")

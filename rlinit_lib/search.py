@@ -31,14 +31,16 @@ from .networks import ACTIVATIONS
 from .reinforce import ReinforceAgent
 from .runtime import derive_seed, environment_info, pick_device, seed_everything
 from .scale_env import ScaleEnv, reward_of
+from .training import train_and_evaluate
 from .stats import mean_ci, paired_difference
+from .strategies import STRATEGIES, make_strategy, run_strategy
 from .tracking import WANDB_MODES, Tracker
 from .validation import (ParameterError, check_choice, check_float, check_int, check_optional_int,
                          check_str, config_from_dict)
 
 # Settings that may change between a run and its resumption without changing results.
 RESUMABLE_CHANGES = ("episodes", "recheck_seeds", "batched", "device", "wandb_mode", "wandb_project", "progress", "output_dir", "data_root")
-EPISODE_COLUMNS = ["episode", "scale", "reward", "accuracy", "nan_detected", "policy_mean_scale", "policy_std",
+EPISODE_COLUMNS = ["episode", "epochs", "scale", "reward", "accuracy", "nan_detected", "policy_mean_scale", "policy_std",
                    "policy_loss", "final_train_loss", "final_train_accuracy", "child_seed", "seconds"]
 
 
@@ -48,6 +50,7 @@ class SearchConfig:
 
     episodes: int = 200
     epochs: int = 7
+    strategy: str = "reinforce"   # see rlinit_lib.strategies.STRATEGIES; reinforce is the dissertation's
     min_scale: float = 0.3
     max_scale: float = 1.7
     dataset: str = "cifar10"
@@ -73,6 +76,7 @@ class SearchConfig:
     def validate(self) -> "SearchConfig":
         check_int("episodes", self.episodes, low=1)
         check_int("epochs", self.epochs, low=1)
+        check_choice("strategy", self.strategy, STRATEGIES)
         check_float("min_scale", self.min_scale, low=0.0, low_open=True)
         check_float("max_scale", self.max_scale, low=0.0, low_open=True)
         if self.min_scale >= self.max_scale:
@@ -188,8 +192,11 @@ def run_search(
     try:
         bar = tqdm(total=cfg.episodes, initial=min(len(rows), cfg.episodes), desc="episodes",
                    disable=not cfg.progress)
+        if cfg.strategy != "reinforce":
+            rows = _run_other_strategy(cfg, env, rows, save_rows=lambda r: (rows.extend(r), save()), bar=bar,
+                                       tracker=tracker, on_episode=on_episode)
         group = cfg.update_every if cfg.batched else 1
-        while len(rows) < cfg.episodes:
+        while cfg.strategy == "reinforce" and len(rows) < cfg.episodes:
             # one group = the episodes up to the next policy update (or one episode when not batched);
             # every action of a group is drawn from the same policy, exactly as in sequential play
             size = group - len(agent.episodes) if group > 1 else 1
@@ -209,7 +216,7 @@ def run_search(
                 agent.record(pinfo["obs"], pinfo["z"], reward, done=terminated)
                 loss = agent.maybe_update()
                 new_rows.append({
-                    "episode": episode, "scale": info["scale_factor"], "reward": reward,
+                    "episode": episode, "epochs": cfg.epochs, "scale": info["scale_factor"], "reward": reward,
                     "accuracy": info["accuracy"], "nan_detected": info["nan_detected"],
                     "policy_mean_scale": pinfo["policy_mean_scale"], "policy_std": pinfo["policy_std"],
                     "policy_loss": float("nan") if loss is None else loss,
@@ -266,9 +273,44 @@ def run_search(
     return SearchResult(table, best, baseline, summary, out, recheck_table)
 
 
+def _run_other_strategy(cfg, env, rows, save_rows, bar, tracker, on_episode) -> list[dict]:
+    """Any non-REINFORCE strategy on the same budget (episodes x epochs child epochs); finished
+    rows are replayed on resume. Successive halving's short trainings count as fractions of an episode."""
+    strategy = make_strategy(cfg.strategy, cfg.min_scale, cfg.max_scale, cfg.epochs, cfg.episodes * cfg.epochs,
+                             cfg.seed, update_every=cfg.update_every)
+    history = pd.DataFrame(rows).rename(columns={"child_seed": "seed"}) if rows else None
+    cols = {"episode", "scale", "reward", "accuracy", "nan_detected", "final_train_loss", "child_seed", "seconds",
+            "epochs"}
+
+    def evaluate(scales, epochs, seeds):
+        return env.batch_evaluator(scales, seeds) if epochs == cfg.epochs else [
+            train_and_evaluate(sc, epochs, env.data, batch_size=cfg.batch_size, lr=cfg.lr, activation=cfg.activation,
+                               seed=sd) for sc, sd in zip(scales, seeds)]
+
+    def on_batch(batch: pd.DataFrame):
+        new = []
+        for r in batch.to_dict("records"):
+            row = {k: v for k, v in r.items() if k in cols} | {"episode": r["step"], "child_seed": r["seed"],
+                                                                "policy_mean_scale": float("nan"),
+                                                                "policy_std": float("nan"), "policy_loss": float("nan"),
+                                                                "final_train_accuracy": float("nan")}
+            new.append(row)
+        save_rows(new)
+        for row in new:
+            tracker.log({f"episode/{k}": v for k, v in row.items()})
+            bar.update(1)
+            if on_episode is not None:
+                on_episode(row)
+
+    run_strategy(strategy, evaluate, cfg.episodes * cfg.epochs, cfg.seed, history=history, on_batch=on_batch,
+                 batch=max(cfg.update_every, 1))
+    return rows
+
+
 def _best_row(rows: list[dict]) -> dict:
     """The dissertation's choice (Sec. 4.4.1): the non-NaN episode with the highest reward."""
-    valid = [r for r in rows if not r["nan_detected"]]
+    longest = max((r.get("epochs", 0) or 0 for r in rows), default=0)
+    valid = [r for r in rows if not r["nan_detected"] and (r.get("epochs", longest) or longest) == longest]
     return dict(max(valid, key=lambda r: r["reward"])) if valid else {}
 
 

@@ -30,3 +30,19 @@ def test_widget_builds_with_slider_and_dropdown(batch):
     controls = w.children[0].children
     assert isinstance(controls[0], widgets.FloatSlider) and isinstance(controls[1], widgets.Dropdown)
     assert controls[0].min == 0.3 and controls[0].max == 1.7
+
+
+def test_moving_the_controls_redraws_without_error(batch, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    drawn = []
+    import rlinit_lib.explorer as ex
+
+    real = ex.layer_statistics
+    monkeypatch.setattr(ex, "layer_statistics", lambda s, a, *r, **k: drawn.append((s, a)) or real(s, a, *r, **k))
+    w = scale_explorer(*batch)
+    slider, dropdown = w.children[0].children
+    slider.value = 1.5
+    dropdown.value = "relu"
+    assert drawn == [(1.0, "silu"), (1.5, "silu"), (1.5, "relu")]
