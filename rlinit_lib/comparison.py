@@ -10,7 +10,6 @@ batches are appended to CSV files and replayed on the next run.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +19,19 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .batched import train_many
-from .data import DATASETS, ImageData, load_dataset
-from .networks import ACTIVATIONS
+from .data import ImageData, load_dataset
 from .runtime import derive_seed, pick_device, seed_everything
 from .stats import mean_ci
 from .strategies import STRATEGIES, make_strategy, run_strategy
-from .validation import ParameterError, check_choice, check_float, check_int, check_optional_int, config_from_dict
+from .validation import (NotebookConfig, ParameterError, check_child_training, check_choice, check_float, check_int,
+                         check_scale_range)
 
 
 @dataclass
-class ComparisonConfig:
+class ComparisonConfig(NotebookConfig):
     """Every knob of notebook 05_search_strategies."""
+
+    notebook = "05_search_strategies"
 
     strategies: list = field(default_factory=lambda: list(STRATEGIES))
     repeats: int = 5
@@ -64,11 +65,7 @@ class ComparisonConfig:
         check_int("repeats", self.repeats, low=1)
         check_int("epochs", self.epochs, low=1)
         check_int("budget", self.budget, low=self.epochs)
-        check_float("min_scale", self.min_scale, low=0.0, low_open=True)
-        check_float("max_scale", self.max_scale, low=0.0, low_open=True)
-        if self.min_scale >= self.max_scale:
-            raise ParameterError(
-                f"min_scale must be < max_scale (got min_scale={self.min_scale}, max_scale={self.max_scale})")
+        check_scale_range(self.min_scale, self.max_scale)
         check_int("reference_scales", self.reference_scales, low=3)
         check_int("reference_seeds", self.reference_seeds, low=1)
         check_float("tolerance", self.tolerance, low=0.0, low_open=True)
@@ -78,23 +75,8 @@ class ComparisonConfig:
             check_float("checkpoints", c, low=0.0, high=1.0, low_open=True)
         check_int("update_every", self.update_every, low=1)
         check_int("batch", self.batch, low=1)
-        check_choice("dataset", self.dataset, DATASETS)
-        check_optional_int("train_subset", self.train_subset, low=1)
-        check_optional_int("test_subset", self.test_subset, low=1)
-        check_int("batch_size", self.batch_size, low=1)
-        check_float("lr", self.lr, low=0.0, low_open=True)
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_int("seed", self.seed, low=0)
-        pick_device(self.device)
-        check_choice("progress", self.progress, (True, False))
+        check_child_training(self)
         return self
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ComparisonConfig":
-        return config_from_dict(cls, values, "05_search_strategies")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def _trainer(cfg: ComparisonConfig, data: ImageData):

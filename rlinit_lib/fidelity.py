@@ -12,6 +12,7 @@ unregularised SimpleCNN overfits on long runs).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats as st
 
 
@@ -139,7 +140,7 @@ def describe(report: list[dict], target: str, target_scale: float, snr: dict, ne
     return "\n".join(lines)
 
 
-def transfer_agreement(proxy_means: dict, other: "pd.DataFrame", tolerance: float = 0.01) -> dict:
+def transfer_agreement(proxy_means: dict, other: pd.DataFrame, tolerance: float = 0.01) -> dict:
     """Agreement between the proxy's per-scale means and another network's (03_keras_validation's
     ``per_scale.csv``: columns ``scale``, ``mean_accuracy``). Scales are matched within ``tolerance``.
     Spearman needs 3 matched scales; with 2 it reports whether both put the same scale first."""

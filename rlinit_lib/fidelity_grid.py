@@ -9,7 +9,6 @@ interrupted grid resumes where it stopped.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,20 +17,21 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .batched import train_many
-from .data import DATASETS, ImageData, load_dataset
-from .networks import ACTIVATIONS
+from .data import ImageData, load_dataset
 from .runtime import derive_seed, pick_device, seed_everything
 from .tracking import WANDB_MODES, Tracker
-from .validation import (ParameterError, check_choice, check_float, check_int, check_optional_int, check_str,
-                         config_from_dict)
+from .validation import (NotebookConfig, ParameterError, check_child_training, check_choice, check_float, check_int,
+                         check_scale_range)
 
 RUN_COLUMNS = ["mode", "scale_index", "scale", "seed_index", "seed", "epoch", "test_accuracy", "train_loss",
                "nan_detected"]
 
 
 @dataclass
-class FidelityConfig:
+class FidelityConfig(NotebookConfig):
     """Every knob of notebook 02_proxy_fidelity."""
+
+    notebook = "02_proxy_fidelity"
 
     min_scale: float = 0.25
     max_scale: float = 2.0
@@ -61,11 +61,7 @@ class FidelityConfig:
     progress: bool = True
 
     def validate(self) -> "FidelityConfig":
-        check_float("min_scale", self.min_scale, low=0.0, low_open=True)
-        check_float("max_scale", self.max_scale, low=0.0, low_open=True)
-        if self.min_scale >= self.max_scale:
-            raise ParameterError(
-                f"min_scale must be < max_scale (got min_scale={self.min_scale}, max_scale={self.max_scale})")
+        check_scale_range(self.min_scale, self.max_scale)
         check_int("n_scales", self.n_scales, low=3)
         check_int("seeds", self.seeds, low=2)
         check_int("crn_seeds", self.crn_seeds, low=0)
@@ -78,13 +74,7 @@ class FidelityConfig:
             check_int("horizons", h, low=1, high=self.epochs)
         check_int("proxy_horizon", self.proxy_horizon, low=1, high=self.epochs)
         check_choice("target", self.target, ("final", "best"))
-        check_choice("dataset", self.dataset, DATASETS)
-        check_str("data_root", self.data_root)
-        check_optional_int("train_subset", self.train_subset, low=1)
-        check_optional_int("test_subset", self.test_subset, low=1)
-        check_int("batch_size", self.batch_size, low=1)
-        check_float("lr", self.lr, low=0.0, low_open=True)
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_child_training(self)
         check_int("chunk", self.chunk, low=1)
         if not isinstance(self.compare_scales, (list, tuple)) or len(self.compare_scales) != 2:
             raise ParameterError(f"compare_scales must be a list of two scales (got {self.compare_scales!r})")
@@ -95,19 +85,8 @@ class FidelityConfig:
             raise ParameterError(f"compare_scales must fall on two different grid scales (both map to {nearest[0]:g}; "
                                  "use more n_scales or another range)")
         check_int("bootstrap", self.bootstrap, low=100)
-        check_int("seed", self.seed, low=0)
-        pick_device(self.device)
         check_choice("wandb_mode", self.wandb_mode, WANDB_MODES)
-        check_str("output_dir", self.output_dir)
-        check_choice("progress", self.progress, (True, False))
         return self
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "FidelityConfig":
-        return config_from_dict(cls, values, "02_proxy_fidelity")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @property
     def scales(self) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from .validation import ParameterError, check_choice, check_float, check_int
+from .validation import check_choice, check_float, check_int, check_scale_range
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -45,10 +45,7 @@ class ReinforceAgent:
     def __init__(self, min_scale: float = 0.3, max_scale: float = 1.7, *, lr: float = 1e-3,
                  gamma: float = 0.99, update_every: int = 1, grad_clip: float = 1.0, seed: int = 0,
                  baseline: str = "none", baseline_decay: float = 0.9):
-        check_float("min_scale", min_scale, low=0.0, low_open=True)
-        check_float("max_scale", max_scale, low=0.0, low_open=True)
-        if min_scale >= max_scale:
-            raise ParameterError(f"min_scale must be < max_scale (got min_scale={min_scale}, max_scale={max_scale})")
+        check_scale_range(min_scale, max_scale)
         check_float("agent_lr", lr, low=0.0, low_open=True)
         check_float("gamma", gamma, low=0.0, high=1.0)
         check_int("update_every", update_every, low=1)

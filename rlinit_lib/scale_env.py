@@ -22,7 +22,7 @@ import numpy as np
 from .data import DATASETS, ImageData, load_dataset
 from .batched import train_many
 from .training import TrainResult, train_and_evaluate
-from .validation import ParameterError, check_choice, check_float, check_int, check_optional_int
+from .validation import check_choice, check_float, check_int, check_optional_int, check_scale_range
 
 NAN_REWARD = -2.0
 MAX_REWARD = 10.0
@@ -62,10 +62,7 @@ class ScaleEnv(gym.Env):
         on_epoch: Callable[[int, dict], None] | None = None,
     ):
         super().__init__()
-        check_float("min_scale", min_scale, low=0.0, low_open=True)
-        check_float("max_scale", max_scale, low=0.0, low_open=True)
-        if min_scale >= max_scale:
-            raise ParameterError(f"min_scale must be < max_scale (got min_scale={min_scale}, max_scale={max_scale})")
+        check_scale_range(min_scale, max_scale)
         check_int("epochs", epochs, low=1)
         check_choice("dataset", dataset, DATASETS)
         check_optional_int("child_seed", child_seed, low=0)

@@ -12,11 +12,9 @@ a finished search.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,9 +23,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .data import DATASETS, ImageData, load_dataset
+from .data import ImageData, load_dataset
 from .initialisers import INIT_METHODS
-from .networks import ACTIVATIONS
 from .reinforce import ReinforceAgent
 from .runtime import derive_seed, environment_info, pick_device, seed_everything
 from .scale_env import ScaleEnv, reward_of
@@ -35,8 +32,8 @@ from .training import train_and_evaluate
 from .stats import mean_ci, paired_difference
 from .strategies import STRATEGIES, make_strategy, run_strategy
 from .tracking import WANDB_MODES, Tracker
-from .validation import (ParameterError, check_choice, check_float, check_int, check_optional_int,
-                         check_str, config_from_dict)
+from .validation import (NotebookConfig, ParameterError, check_child_training, check_choice, check_float,
+                         check_int, check_scale_range, check_str)
 
 # Settings that may change between a run and its resumption without changing results.
 RESUMABLE_CHANGES = ("episodes", "recheck_seeds", "batched", "device", "wandb_mode", "wandb_project", "progress", "output_dir", "data_root")
@@ -45,8 +42,10 @@ EPISODE_COLUMNS = ["episode", "epochs", "scale", "reward", "accuracy", "nan_dete
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(NotebookConfig):
     """Every knob of notebook 01_search; defaults are the dissertation's (Sec. 4.4.1)."""
+
+    notebook = "01_search"
 
     episodes: int = 200
     epochs: int = 7
@@ -77,39 +76,17 @@ class SearchConfig:
         check_int("episodes", self.episodes, low=1)
         check_int("epochs", self.epochs, low=1)
         check_choice("strategy", self.strategy, STRATEGIES)
-        check_float("min_scale", self.min_scale, low=0.0, low_open=True)
-        check_float("max_scale", self.max_scale, low=0.0, low_open=True)
-        if self.min_scale >= self.max_scale:
-            raise ParameterError(
-                f"min_scale must be < max_scale (got min_scale={self.min_scale}, max_scale={self.max_scale})")
-        check_choice("dataset", self.dataset, DATASETS)
-        check_str("data_root", self.data_root)
-        check_optional_int("train_subset", self.train_subset, low=1)
-        check_optional_int("test_subset", self.test_subset, low=1)
-        check_int("batch_size", self.batch_size, low=1)
-        check_float("lr", self.lr, low=0.0, low_open=True)
-        check_choice("activation", self.activation, ACTIVATIONS)
+        check_scale_range(self.min_scale, self.max_scale)
+        check_child_training(self)
         check_float("agent_lr", self.agent_lr, low=0.0, low_open=True)
         check_float("gamma", self.gamma, low=0.0, high=1.0)
         check_int("update_every", self.update_every, low=1)
         check_choice("batched", self.batched, (True, False))
         check_float("baseline_scale", self.baseline_scale, low=0.0, low_open=True)
         check_int("recheck_seeds", self.recheck_seeds, low=0)
-        check_int("seed", self.seed, low=0)
-        pick_device(self.device)
         check_choice("wandb_mode", self.wandb_mode, WANDB_MODES)
         check_str("wandb_project", self.wandb_project)
-        check_str("output_dir", self.output_dir)
-        check_choice("progress", self.progress, (True, False))
         return self
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "SearchConfig":
-        """Validated config from a dict; unknown names fail with one line."""
-        return config_from_dict(cls, values, "01_search")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -39,3 +39,13 @@ def welch(a, b, confidence: float = 0.95) -> dict:
     half = float(_st.t.ppf(0.5 + confidence / 2, dof) * se)
     p = float(_st.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else float("nan")
     return {"mean": diff, "ci_low": diff - half, "ci_high": diff + half, "p_value": p, "dof": float(dof)}
+
+
+def bootstrap_difference(a, b, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Percentile bootstrap interval for ``mean(a) - mean(b)``, resampling each group's runs."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    rng = np.random.default_rng(seed)
+    diffs = rng.choice(a, (n_boot, len(a))).mean(1) - rng.choice(b, (n_boot, len(b))).mean(1)
+    lo, hi = np.percentile(diffs, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return {"mean": float(a.mean() - b.mean()), "ci_low": float(lo), "ci_high": float(hi)}

@@ -21,7 +21,7 @@ import pandas as pd
 from .reinforce import ReinforceAgent
 from .scale_env import reward_of
 from .training import TrainResult
-from .validation import ParameterError, check_choice, check_float, check_int
+from .validation import ParameterError, check_choice, check_int
 
 STRATEGIES = ("reinforce", "reinforce_batched", "reinforce_baseline", "random", "grid", "tpe", "cmaes", "gp",
               "successive_halving")

@@ -111,3 +111,47 @@ def _range_text(low: Any, high: Any) -> str:
     if high is not None:
         return f" <= {high}"
     return ""
+
+
+def check_scale_range(min_scale: Any, max_scale: Any) -> tuple[float, float]:
+    """Two positive scales with min_scale < max_scale."""
+    lo = check_float("min_scale", min_scale, low=0.0, low_open=True)
+    hi = check_float("max_scale", max_scale, low=0.0, low_open=True)
+    if lo >= hi:
+        raise ParameterError(f"min_scale must be < max_scale (got min_scale={min_scale}, max_scale={max_scale})")
+    return lo, hi
+
+
+def check_child_training(cfg) -> None:
+    """The child-network settings every notebook config shares (data, optimiser, activation, seed, device)."""
+    from .data import DATASETS
+    from .networks import ACTIVATIONS
+    from .runtime import pick_device
+
+    check_choice("dataset", cfg.dataset, DATASETS)
+    check_str("data_root", cfg.data_root)
+    check_optional_int("train_subset", cfg.train_subset, low=1)
+    check_optional_int("test_subset", cfg.test_subset, low=1)
+    check_int("batch_size", cfg.batch_size, low=1)
+    check_float("lr", cfg.lr, low=0.0, low_open=True)
+    check_choice("activation", cfg.activation, ACTIVATIONS)
+    check_int("seed", cfg.seed, low=0)
+    pick_device(cfg.device)
+    check_str("output_dir", cfg.output_dir)
+    check_choice("progress", cfg.progress, (True, False))
+
+
+class NotebookConfig:
+    """Base of the notebooks' dataclass configs: ``from_dict`` refuses unknown names and validates."""
+
+    notebook = "notebook"
+
+    def validate(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        return config_from_dict(cls, values, cls.notebook)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
