@@ -189,3 +189,18 @@ def verdict(result: dict) -> str:
             + (f"**s_proxy is {direction} than s = 1.0 at 95% confidence.**" if sig else
                "**Not significant:** the interval contains 0, so these runs do not show that s_proxy helps. The "
                "dissertation's +0.0037 came from two runs per scale."))
+
+
+def short_training_warning(histories: pd.DataFrame, threshold: float = 0.15) -> str | None:
+    """A note when validation accuracy trails training accuracy by more than ``threshold`` at the end.
+
+    With Keras' BatchNormalization momentum 0.99, the moving statistics used at evaluation need a
+    few hundred steps to converge; short runs (CPU profiles) then evaluate with stale statistics
+    and their validation accuracies say little about the scales."""
+    last = histories[histories["epoch"] == histories["epoch"].max()]
+    gap = float((last["accuracy"] - last["val_accuracy"]).mean())
+    if gap <= threshold:
+        return None
+    return (f"**Caution:** at the last epoch validation accuracy trails training accuracy by {gap:.2f} on average. "
+            "At this training length Keras' BatchNormalization moving averages (momentum 0.99) have not converged, "
+            "so these validation accuracies are not a fair comparison of scales; use the paper profile (100 epochs).")

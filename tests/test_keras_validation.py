@@ -65,3 +65,13 @@ def test_keras_parameters_are_validated():
         KerasValidationConfig(seeds=1).validate()
     with pytest.raises(ParameterError, match=r"^unknown parameter 'epoch' for 03_keras_validation"):
         KerasValidationConfig.from_dict({"epoch": 3})
+
+
+def test_short_training_warning_flags_a_large_train_validation_gap():
+    import pandas as pd
+
+    from rlinit_lib.keras_validation import short_training_warning
+
+    h = pd.DataFrame({"epoch": [1, 2, 2], "accuracy": [0.5, 0.8, 0.7], "val_accuracy": [0.4, 0.3, 0.5]})
+    assert "BatchNormalization" in short_training_warning(h)
+    assert short_training_warning(h.assign(val_accuracy=[0.4, 0.78, 0.69])) is None
