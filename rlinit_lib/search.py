@@ -165,50 +165,23 @@ def run_search(
     def save():
         _atomic_save({"identity": _identity(cfg), "agent": agent.state_dict(), "rows": rows,
                       "baseline": baseline, "recheck": recheck}, state_path)
+        pd.DataFrame(rows, columns=EPISODE_COLUMNS).to_csv(out / "episodes.csv", index=False)
 
     try:
         bar = tqdm(total=cfg.episodes, initial=min(len(rows), cfg.episodes), desc="episodes",
                    disable=not cfg.progress)
-        if cfg.strategy != "reinforce":
-            rows = _run_other_strategy(cfg, env, rows, save_rows=lambda r: (rows.extend(r), save()), bar=bar,
-                                       tracker=tracker, on_episode=on_episode)
-        group = cfg.update_every if cfg.batched else 1
-        while cfg.strategy == "reinforce" and len(rows) < cfg.episodes:
-            # one group = the episodes up to the next policy update (or one episode when not batched);
-            # every action of a group is drawn from the same policy, exactly as in sequential play
-            size = group - len(agent.episodes) if group > 1 else 1
-            episodes = range(len(rows), min(len(rows) + size, cfg.episodes))
-            acts = []
-            for episode in episodes:
-                obs, _ = env.reset(seed=derive_seed(cfg.seed, episode))
-                scale, pinfo = agent.act(obs)
-                acts.append((episode, env.clip([scale]), env.draw_child_seed(), pinfo))
-            if group > 1:
-                results = env.batch_evaluator([a[1] for a in acts], [a[2] for a in acts])
-            else:
-                results = [env.evaluator(acts[0][1], acts[0][2])]
-            new_rows = []
-            for (episode, scale, child_seed, pinfo), res in zip(acts, results):
-                _, reward, terminated, _, info = env.record_step(scale, child_seed, res)
-                agent.record(pinfo["obs"], pinfo["z"], reward, done=terminated)
-                loss = agent.maybe_update()
-                new_rows.append({
-                    "episode": episode, "epochs": cfg.epochs, "scale": info["scale_factor"], "reward": reward,
-                    "accuracy": info["accuracy"], "nan_detected": info["nan_detected"],
-                    "policy_mean_scale": pinfo["policy_mean_scale"], "policy_std": pinfo["policy_std"],
-                    "policy_loss": float("nan") if loss is None else loss,
-                    "final_train_loss": res.train_loss[-1] if res.train_loss else float("nan"),
-                    "final_train_accuracy": res.train_accuracy[-1] if res.train_accuracy else float("nan"),
-                    "child_seed": child_seed, "seconds": res.seconds,
-                })
-            rows.extend(new_rows)
-            save()
-            pd.DataFrame(rows, columns=EPISODE_COLUMNS).to_csv(out / "episodes.csv", index=False)
+
+        def report(new_rows: list[dict]) -> None:
             for row in new_rows:
                 tracker.log({f"episode/{k}": v for k, v in row.items()})
                 bar.update(1)
                 if on_episode is not None:
                     on_episode(row)
+
+        if cfg.strategy == "reinforce":
+            _run_reinforce(cfg, env, agent, rows, save, report)
+        else:
+            _run_other_strategy(cfg, env, rows, save, report)
         bar.close()
 
         if baseline is None:
@@ -250,7 +223,42 @@ def run_search(
     return SearchResult(table, best, baseline, summary, out, recheck_table)
 
 
-def _run_other_strategy(cfg, env, rows, save_rows, bar, tracker, on_episode) -> list[dict]:
+def _run_reinforce(cfg, env, agent, rows, save, report) -> None:
+    """The dissertation's loop, one policy update's episodes at a time (evaluated together when batched)."""
+    group = cfg.update_every if cfg.batched else 1
+    while len(rows) < cfg.episodes:
+        # one group = the episodes up to the next policy update (or one episode when not batched);
+        # every action of a group is drawn from the same policy, exactly as in sequential play
+        size = group - len(agent.episodes) if group > 1 else 1
+        acts = []
+        for episode in range(len(rows), min(len(rows) + size, cfg.episodes)):
+            obs, _ = env.reset(seed=derive_seed(cfg.seed, episode))
+            scale, pinfo = agent.act(obs)
+            acts.append((episode, env.clip([scale]), env.draw_child_seed(), pinfo))
+        if group > 1:
+            results = env.batch_evaluator([a[1] for a in acts], [a[2] for a in acts])
+        else:
+            results = [env.evaluator(acts[0][1], acts[0][2])]
+        new_rows = []
+        for (episode, scale, child_seed, pinfo), res in zip(acts, results):
+            _, reward, terminated, _, info = env.record_step(scale, child_seed, res)
+            agent.record(pinfo["obs"], pinfo["z"], reward, done=terminated)
+            loss = agent.maybe_update()
+            new_rows.append({
+                "episode": episode, "epochs": cfg.epochs, "scale": info["scale_factor"], "reward": reward,
+                "accuracy": info["accuracy"], "nan_detected": info["nan_detected"],
+                "policy_mean_scale": pinfo["policy_mean_scale"], "policy_std": pinfo["policy_std"],
+                "policy_loss": float("nan") if loss is None else loss,
+                "final_train_loss": res.train_loss[-1] if res.train_loss else float("nan"),
+                "final_train_accuracy": res.train_accuracy[-1] if res.train_accuracy else float("nan"),
+                "child_seed": child_seed, "seconds": res.seconds,
+            })
+        rows.extend(new_rows)
+        save()
+        report(new_rows)
+
+
+def _run_other_strategy(cfg, env, rows, save, report) -> None:
     """Any non-REINFORCE strategy on the same budget (episodes x epochs child epochs); finished
     rows are replayed on resume. Successive halving's short trainings count as fractions of an episode."""
     strategy = make_strategy(cfg.strategy, cfg.min_scale, cfg.max_scale, cfg.epochs, cfg.episodes * cfg.epochs,
@@ -265,23 +273,16 @@ def _run_other_strategy(cfg, env, rows, save_rows, bar, tracker, on_episode) -> 
                                seed=sd) for sc, sd in zip(scales, seeds)]
 
     def on_batch(batch: pd.DataFrame):
-        new = []
-        for r in batch.to_dict("records"):
-            row = {k: v for k, v in r.items() if k in cols} | {"episode": r["step"], "child_seed": r["seed"],
-                                                                "policy_mean_scale": float("nan"),
-                                                                "policy_std": float("nan"), "policy_loss": float("nan"),
-                                                                "final_train_accuracy": float("nan")}
-            new.append(row)
-        save_rows(new)
-        for row in new:
-            tracker.log({f"episode/{k}": v for k, v in row.items()})
-            bar.update(1)
-            if on_episode is not None:
-                on_episode(row)
+        nan = float("nan")
+        new = [{k: v for k, v in r.items() if k in cols}
+               | {"episode": r["step"], "child_seed": r["seed"], "policy_mean_scale": nan, "policy_std": nan,
+                  "policy_loss": nan, "final_train_accuracy": nan} for r in batch.to_dict("records")]
+        rows.extend(new)
+        save()
+        report(new)
 
     run_strategy(strategy, evaluate, cfg.episodes * cfg.epochs, cfg.seed, history=history, on_batch=on_batch,
                  batch=max(cfg.update_every, 1))
-    return rows
 
 
 def _best_row(rows: list[dict]) -> dict:
