@@ -30,6 +30,14 @@ def test_same_seed_same_returns_and_noise_changes_the_run():
     assert noisy["returns"] != a["returns"]
 
 
+def test_dqn_learns_cartpole():
+    """minimalRL's settings, one seed, 400 episodes (~35 s here): the greedy untrained net first
+    drops to ~10-step episodes, then learning lifts the returns far above that."""
+    r = np.array(train_dqn(DQNConfig(episodes=400, seed=0))["returns"])
+    early, late = r[50:150].mean(), r[-100:].mean()
+    assert late > 100 and late > 4 * early
+
+
 def test_bad_dqn_parameters():
     with pytest.raises(ParameterError, match=r"^noise_layer must be one of None, 'fc2', 'fc3' \(got 'fc1'\)$"):
         DQNConfig(noise_layer="fc1").validate()
