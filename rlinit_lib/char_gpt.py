@@ -62,11 +62,17 @@ class GPTConfig(NotebookConfig):
 
 
 def load_text(path: str | os.PathLike | None = None, root: str | os.PathLike = "data") -> str:
-    """tiny-shakespeare: ``path`` if given, else ``root/tinyshakespeare.txt``, downloaded there if missing."""
-    target = Path(path) if path else Path(root) / "tinyshakespeare.txt"
+    """tiny-shakespeare: ``path`` if given; else ``root/tinyshakespeare.txt`` or the project's offline
+    copy ``../shared/data/tinyshakespeare.txt``; else downloaded into ``root``."""
+    if path:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"text_path {str(path)!r} does not exist")
+        return Path(path).read_text(encoding="utf-8")
+    target = Path(root) / "tinyshakespeare.txt"
+    offline = Path("..") / "shared" / "data" / "tinyshakespeare.txt"
+    if not target.exists() and offline.exists():
+        target = offline
     if not target.exists():
-        if path:
-            raise FileNotFoundError(f"text_path {str(target)!r} does not exist")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             urllib.request.urlretrieve(SHAKESPEARE_URL, target)

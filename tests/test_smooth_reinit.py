@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlinit_lib.smooth_reinit import (DQN_VARIANTS, GPT_VARIANTS, SmoothReinitConfig, compare_to_controls,
+                                      dqn_metrics, run_dqn, run_gpt)
+from rlinit_lib.validation import ParameterError
+
+TINY = str(Path(__file__).parent / "data" / "tiny_text.txt")
+GPT_TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16, "max_iters": 6, "warmup_iters": 2,
+            "eval_iters": 2, "eval_interval": 3}
+
+
+def cfg(tmp_path, **kw):
+    base = dict(dqn_variants=["eps0", "eps0_last_noise"], dqn_seeds=2, dqn_episodes=5, gpt_variants=["baseline",
+                "noise_last_mlp_proj"], gpt_seeds=2, gpt_overrides=GPT_TINY, text_path=TINY, progress=False,
+                output_dir=str(tmp_path / "o"))
+    return SmoothReinitConfig(**(base | kw)).validate()
+
+
+def test_every_variant_has_a_known_control():
+    for table in (DQN_VARIANTS, GPT_VARIANTS):
+        for name, (_, control) in table.items():
+            assert control is None or control in table
+
+
+def test_dqn_runs_resume_without_repeats(tmp_path):
+    c = cfg(tmp_path)
+    first = run_dqn(cfg(tmp_path, dqn_seeds=2, dqn_variants=["eps0"]))
+    both = run_dqn(c)
+    assert len(first) == 2 * 5 and len(both) == 2 * 2 * 5
+    assert not both.duplicated(["variant", "seed", "episode"]).any()
+    m = dqn_metrics(both)
+    assert len(m) == 4 and m["solved_at"].isna().all()  # 5 episodes never solve
+
+
+def test_gpt_runs_place_noise_in_the_last_block(tmp_path):
+    losses = run_gpt(cfg(tmp_path))
+    assert set(losses["variant"]) == {"baseline", "noise_last_mlp_proj"} and set(losses["iter"]) == {0, 3, 6}
+    final = losses[losses["iter"] == 6]
+    assert final.groupby("variant")["val_loss"].apply(tuple).nunique() == 2  # the noise changed the runs
+
+
+def test_compare_to_controls_finds_a_clear_effect_and_not_noise():
+    rng = np.random.default_rng(0)
+    m = pd.DataFrame({"variant": ["eps0"] * 10 + ["eps0_last_noise"] * 10 + ["eps0_skip"] * 10,
+                      "auc": np.r_[rng.normal(100, 5, 10), rng.normal(150, 5, 10), rng.normal(100, 5, 10)]})
+    t = compare_to_controls(m, "auc", DQN_VARIANTS, lower_is_better=False).set_index("variant")
+    assert t.loc["eps0_last_noise", "verdict"] == "better" and t.loc["eps0_last_noise", "control"] == "eps0"
+    assert t.loc["eps0_skip", "verdict"] == "not significant"
+
+
+def test_bad_smooth_reinit_parameters(tmp_path):
+    with pytest.raises(ParameterError, match=r"^dqn_variants must be one of"):
+        cfg(tmp_path, dqn_variants=["eps1"])
+    with pytest.raises(ParameterError, match=r"^unknown parameter 'layers' for char_gpt"):
+        cfg(tmp_path, gpt_overrides={"layers": 2})
