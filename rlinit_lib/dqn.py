@@ -26,7 +26,7 @@ from torch import nn
 
 from .initialisers import INIT_METHODS, initialise
 from .reinit_noise import WeightNoise
-from .validation import NotebookConfig, ParameterError, check_choice, check_float, check_int
+from .validation import NotebookConfig, check_choice, check_float, check_int
 
 
 @dataclass
