@@ -21,8 +21,10 @@ from tqdm.auto import tqdm
 from .batched import train_many
 from .data import ImageData, load_dataset
 from .runtime import derive_seed, pick_device, seed_everything
+from .scale_env import reward_of
 from .stats import mean_ci
 from .strategies import STRATEGIES, make_strategy, run_strategy
+from .training import TrainResult
 from .validation import (NotebookConfig, ParameterError, check_child_training, check_choice, check_float, check_int,
                          check_scale_range)
 
@@ -150,9 +152,6 @@ def run_comparison(cfg: ComparisonConfig, data: ImageData | None = None, evaluat
 
 
 def _as_reward(r) -> float:
-    from .scale_env import reward_of
-    from .training import TrainResult
-
     return reward_of(r) if isinstance(r, TrainResult) else float(r)
 
 

@@ -9,6 +9,7 @@ interrupted grid resumes where it stopped.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,8 +116,6 @@ def run_grid(cfg: FidelityConfig, data: ImageData | None = None, on_chunk=None) 
     out.mkdir(parents=True, exist_ok=True)
     ident_path, runs_path = out / "grid_identity.json", out / "runs.csv"
     ident = {k: cfg.to_dict()[k] for k in IDENTITY}
-    import json
-
     if ident_path.exists() and json.loads(ident_path.read_text()) != ident:
         old = json.loads(ident_path.read_text())
         k = next(k for k in ident if old.get(k) != ident[k])

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from .data import DATASETS, ImageData, load_dataset
+from .networks import ACTIVATIONS
 from .batched import train_many
 from .training import TrainResult, train_and_evaluate
 from .validation import check_choice, check_float, check_int, check_optional_int, check_scale_range
@@ -81,8 +82,6 @@ class ScaleEnv(gym.Env):
             # validate the training arguments now rather than at the first step
             check_int("batch_size", batch_size, low=1)
             check_float("lr", lr, low=0.0, low_open=True)
-            from .networks import ACTIVATIONS
-
             check_choice("activation", activation, ACTIVATIONS)
             evaluator = lambda scale, seed: train_and_evaluate(scale, seed=seed, **train_kw)  # noqa: E731
 

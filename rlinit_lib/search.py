@@ -24,7 +24,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import ImageData, load_dataset
-from .initialisers import INIT_METHODS
 from .reinforce import ReinforceAgent
 from .runtime import derive_seed, environment_info, pick_device, seed_everything
 from .scale_env import ScaleEnv, reward_of
@@ -303,4 +302,4 @@ def _recheck_summary(t: pd.DataFrame) -> dict | None:
             "paired_difference": paired_difference(t["best_accuracy"], t["baseline_accuracy"])}
 
 
-__all__ = ["SearchConfig", "SearchResult", "run_search", "EPISODE_COLUMNS", "INIT_METHODS"]
+__all__ = ["SearchConfig", "SearchResult", "run_search", "EPISODE_COLUMNS"]

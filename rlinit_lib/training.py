@@ -11,7 +11,6 @@ The last partial batch is kept, as DataLoader(drop_last=False) does.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -146,6 +145,3 @@ def train_and_evaluate(
     result.seconds = time.perf_counter() - start
     return result
 
-
-def is_valid(result: TrainResult) -> bool:
-    return not result.nan_detected and math.isfinite(result.test_accuracy)
