@@ -87,6 +87,18 @@ def _timed(fn, device):
     return time.perf_counter() - t, out, peak
 
 
+def save_report(out: str, stem: str, report: dict, header: list, rows: list) -> None:
+    """Write ``report`` (JSON) and a markdown table of ``rows`` under ``out`` as ``stem-<time>``; print the table."""
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (path / f"{stem}-{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    (path / f"{stem}-{stamp}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _mib(x):
     return "" if x is None else f"{x:.0f}"
 
@@ -136,15 +148,10 @@ def main(argv=None) -> dict:
     for r in rows:
         r["speedup_vs_a"] = base / r["s_per_model_epoch"]
     report = {"rows": rows, "args": vars(args), "data": repr(data), "environment": environment_info(device)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"bench-{device.type}-{stamp}.json").write_text(json.dumps(report, indent=2, default=str))
-    lines = ["| path | K | s per model-epoch | x vs (a) | accuracy | peak GPU MiB |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['path']} | {r['K']} | {r['s_per_model_epoch']:.4f} | {r['speedup_vs_a']:.2f} | "
-              f"{r['accuracy']:.4f} | {_mib(r['peak_gpu_MiB'])} |" for r in rows]
-    (out / f"bench-{device.type}-{stamp}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_report(args.out, f"bench-{device.type}", report,
+                ["path", "K", "s per model-epoch", "x vs (a)", "accuracy", "peak GPU MiB"],
+                [[r["path"], r["K"], f"{r['s_per_model_epoch']:.4f}", f"{r['speedup_vs_a']:.2f}", f"{r['accuracy']:.4f}",
+                  _mib(r["peak_gpu_MiB"])] for r in rows])
     return report
 
 

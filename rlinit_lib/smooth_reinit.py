@@ -3,23 +3,32 @@
 DQN variants (names -> DQNConfig settings) follow the source and its controls: minimalRL's epsilon
 schedule; epsilon 0 (the source's baseline); epsilon 0 with last-layer noise decaying x0.5 per
 forward (in the target network too, or not); the skip network with and without middle-layer noise
-(no decay); initialisations (PyTorch default, Xavier, He, scaled He). Each variant is compared with
-its matching control. GPT variants put sigma-0.01 noise on the last block's MLP output projection
+(no decay); a reset of the last layer and a shrink-and-perturb (x0.8 + 0.2 fresh) every 200 episodes,
+as references from the literature; initialisations (PyTorch default, Xavier, He, scaled He). Each
+variant is compared with its matching control. The DQN runs (variants x seeds) are trained together
+in batches of ``dqn_chunk`` by ``dqn_batched`` (same numbers as the faithful path, which
+``dqn_batched=False`` runs one at a time). GPT variants put sigma-0.01 noise on the last block's MLP output projection
 (the source) or elsewhere. Every (variant, seed) run is appended to a CSV when it finishes, so an
 interrupted notebook resumes without repeating finished runs.
 """
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy.stats import fisher_exact, mannwhitneyu
 from tqdm.auto import tqdm
 
 from .char_gpt import CharData, GPTConfig, load_text, train_char_gpt
 from .dqn import DQNConfig, train_dqn
-from .stats import mean_ci, welch
+from .dqn_batched import train_dqn_batched
+from .runtime import pick_device
+from .stats import mean_ci, welch, wilson_interval
 from .validation import NotebookConfig, ParameterError, check_choice, check_int, check_str
 
 DQN_VARIANTS = {
@@ -30,6 +39,8 @@ DQN_VARIANTS = {
                                    "noise_in_target": False}, "eps0"),
     "eps0_skip": ({"epsilon": 0.0, "skip": True}, "eps0"),
     "eps0_skip_middle_noise": ({"epsilon": 0.0, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0}, "eps0_skip"),
+    "eps0_last_reset": ({"epsilon": 0.0, "reset_every": 200}, "eps0"),
+    "eps0_shrink_perturb": ({"epsilon": 0.0, "shrink_perturb_every": 200}, "eps0"),
     "init_xavier": ({"init": "xavier_uniform"}, "minimalrl_schedule"),
     "init_he": ({"init": "he_scaled"}, "minimalrl_schedule"),
     "init_he_1.25": ({"init": "he_scaled", "init_scale": 1.25}, "init_he"),
@@ -53,10 +64,14 @@ class SmoothReinitConfig(NotebookConfig):
     dqn_episodes: int = 1000
     rule: str = "standard"          # standard | win
     win_steps: int = 100_000
+    dqn_batched: bool = True         # all runs of a chunk trained together; False: one faithful run at a time
+    dqn_chunk: int = 120             # runs per batch (and per resume unit)
+    dqn_device: str = "cpu"
     gpt_variants: list = field(default_factory=lambda: list(GPT_VARIANTS))
     gpt_seeds: int = 3
     gpt_overrides: dict = field(default_factory=dict)   # GPTConfig fields, e.g. {"max_iters": 200}
     gpt_sigma: float = 0.01
+    gpt_workers: int = 1             # GPT runs in parallel worker processes (1 thread each); 1: in this process
     text_path: str | None = None     # tiny-shakespeare; None downloads it into data/
     seed: int = 0
     output_dir: str = "outputs/04_smooth_reinit"
@@ -71,7 +86,14 @@ class SmoothReinitConfig(NotebookConfig):
         check_int("dqn_episodes", self.dqn_episodes, low=1)
         check_choice("rule", self.rule, ("standard", "win"))
         check_int("win_steps", self.win_steps, low=1)
+        check_choice("dqn_batched", self.dqn_batched, (True, False))
+        check_int("dqn_chunk", self.dqn_chunk, low=1)
+        try:
+            pick_device(self.dqn_device)
+        except ParameterError as err:
+            raise ParameterError(f"dqn_{err}") from None
         check_int("gpt_seeds", self.gpt_seeds, low=2)
+        check_int("gpt_workers", self.gpt_workers, low=1, high=64)
         if not isinstance(self.gpt_overrides, dict):
             raise ParameterError(f"gpt_overrides must be a mapping of GPTConfig fields (got {self.gpt_overrides!r})")
         self.gpt_config(0)
@@ -95,36 +117,71 @@ def _missing(path: Path, keys: list[tuple]) -> list[tuple]:
     return [k for k in keys if k not in done]
 
 
+def _append_dqn(path: Path, keys: list[tuple], runs: list[dict]) -> None:
+    frames = [pd.DataFrame({"variant": v, "seed": s, "episode": np.arange(len(r["returns"])), "return": r["returns"],
+                            "solved_at": r["solved_at"]}) for (v, s), r in zip(keys, runs)]
+    pd.concat(frames).to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
 def run_dqn(cfg: SmoothReinitConfig) -> pd.DataFrame:
     """Returns per episode for every (variant, seed), long format; resumable."""
     path = Path(cfg.output_dir) / "dqn_returns.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     todo = _missing(path, [(v, cfg.seed + s) for v in cfg.dqn_variants for s in range(cfg.dqn_seeds)])
-    for variant, seed in tqdm(todo, desc="DQN runs", disable=not cfg.progress):
-        run = train_dqn(cfg.dqn_config(variant, seed))
-        pd.DataFrame({"variant": variant, "seed": seed, "episode": np.arange(len(run["returns"])),
-                      "return": run["returns"], "solved_at": run["solved_at"]}).to_csv(
-            path, mode="a", header=not path.exists(), index=False)
+    if cfg.dqn_batched:
+        chunks = [todo[i:i + cfg.dqn_chunk] for i in range(0, len(todo), cfg.dqn_chunk)]
+        for chunk in chunks:
+            runs = train_dqn_batched([cfg.dqn_config(v, s) for v, s in chunk], device=pick_device(cfg.dqn_device),
+                                     progress=cfg.progress)
+            _append_dqn(path, chunk, runs)
+    else:
+        for variant, seed in tqdm(todo, desc="DQN runs", disable=not cfg.progress):
+            _append_dqn(path, [(variant, seed)], [train_dqn(cfg.dqn_config(variant, seed))])
     df = pd.read_csv(path)
     return df[df["variant"].isin(cfg.dqn_variants)]
 
 
+def _gpt_run(text: str, gcfg: GPTConfig, noise: dict | None, threads: int | None = None) -> list:
+    """One GPT training (a top-level function, so that a worker process can run it)."""
+    if threads:
+        torch.set_num_threads(threads)
+    return train_char_gpt(gcfg, CharData(text), noise=noise)["history"]
+
+
 def run_gpt(cfg: SmoothReinitConfig) -> pd.DataFrame:
-    """Evaluation history for every (variant, seed); resumable."""
+    """Evaluation history for every (variant, seed); resumable. With ``gpt_workers`` > 1 the runs go
+    to that many worker processes, one torch thread each: for machines with many cores. On the 2-core
+    development machine two such workers were no faster than one two-thread run after another."""
     path = Path(cfg.output_dir) / "gpt_losses.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     todo = _missing(path, [(v, cfg.seed + s) for v in cfg.gpt_variants for s in range(cfg.gpt_seeds)])
-    if todo:
-        data = CharData(load_text(cfg.text_path))
-    for variant, seed in tqdm(todo, desc="GPT runs", disable=not cfg.progress):
+    text = load_text(cfg.text_path) if todo else ""
+    jobs = []
+    for variant, seed in todo:
         gcfg = cfg.gpt_config(seed)
         layer = GPT_VARIANTS[variant][0]
         noise = None if layer is None else {
             "names": [f"{layer.format(last=gcfg.n_layer - 1)}.{p}" for p in ("weight", "bias")],
             "sigma": cfg.gpt_sigma, "decay": 1.0, "in_eval": True}
-        run = train_char_gpt(gcfg, data, noise=noise)
-        pd.DataFrame(run["history"], columns=["iter", "train_loss", "val_loss"]).assign(
-            variant=variant, seed=seed).to_csv(path, mode="a", header=not path.exists(), index=False)
+        jobs.append(((variant, seed), (text, gcfg, noise)))
+
+    def save(key, history):
+        pd.DataFrame(history, columns=["iter", "train_loss", "val_loss"]).assign(
+            variant=key[0], seed=key[1]).to_csv(path, mode="a", header=not path.exists(), index=False)
+
+    bar = tqdm(total=len(jobs), desc="GPT runs", disable=not cfg.progress)
+    if cfg.gpt_workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=cfg.gpt_workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_gpt_run, *args, threads=1): key for key, args in jobs}
+            for future in as_completed(futures):
+                save(futures[future], future.result())
+                bar.update()
+    else:
+        for key, args in jobs:
+            save(key, _gpt_run(*args))
+            bar.update()
+    bar.close()
     df = pd.read_csv(path)
     return df[df["variant"].isin(cfg.gpt_variants)]
 
@@ -141,6 +198,32 @@ def dqn_metrics(returns: pd.DataFrame, rule: str = "standard") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compare_solving(metrics: pd.DataFrame, controls: dict) -> pd.DataFrame:
+    """How often and how soon each variant solves, against its control. Runs that never solve are
+    censored at their episode budget, so "episodes to solve" is compared by rank (Mann-Whitney U,
+    valid because the budget lies above every solved value), and the share of runs that solve by
+    Fisher's exact test; the share has a Wilson 95% interval."""
+    rows = []
+    to_solve = metrics["solved_at"].fillna(metrics["episodes"])
+    for v, g in metrics.groupby("variant"):
+        k, n = int(g["solved_at"].notna().sum()), len(g)
+        lo, hi = wilson_interval(k, n)
+        row = {"variant": v, "solved": k, "runs": n, "share": k / n, "share_ci_low": lo, "share_ci_high": hi,
+               "median_episodes_to_solve": float(to_solve[g.index].median())}
+        ctrl = controls.get(v, (None, None))[1]
+        if ctrl is not None and ctrl in set(metrics["variant"]):
+            c = metrics[metrics["variant"] == ctrl]
+            kc = int(c["solved_at"].notna().sum())
+            p_share = float(fisher_exact([[k, n - k], [kc, len(c) - kc]]).pvalue)
+            a, b = to_solve[g.index], to_solve[c.index]
+            p_rank = float(mannwhitneyu(a, b).pvalue) if np.ptp(np.r_[a, b]) > 0 else 1.0
+            faster = a.median() < b.median() or (a.median() == b.median() and a.mean() < b.mean())
+            row |= {"control": ctrl, "control_solved": kc, "p_share": p_share, "p_episodes_to_solve": p_rank,
+                    "verdict": ("solves sooner" if faster else "solves later") if p_rank < 0.05 else "not significant"}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def compare_to_controls(metrics: pd.DataFrame, metric: str, controls: dict, lower_is_better: bool) -> pd.DataFrame:
     """Mean and 95% CI per variant, and Welch's difference against its matching control."""
     rows = []
@@ -152,8 +235,9 @@ def compare_to_controls(metrics: pd.DataFrame, metric: str, controls: dict, lowe
             w = welch(g[metric], metrics.loc[metrics["variant"] == ctrl, metric])
             sig = w["ci_low"] > 0 or w["ci_high"] < 0
             better = (w["mean"] < 0) == lower_is_better
+            verdict = ("better" if better else "worse") if sig else "not significant"
             row |= {"control": ctrl, "diff_vs_control": w["mean"], "diff_ci_low": w["ci_low"],
                     "diff_ci_high": w["ci_high"], "p_value": w["p_value"],
-                    "verdict": ("better" if better else "worse") if sig else "not significant"}
+                    "verdict": verdict if np.isfinite(w["p_value"]) else "too few runs to test"}
         rows.append(row)
     return pd.DataFrame(rows)

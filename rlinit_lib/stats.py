@@ -32,6 +32,10 @@ def welch(a, b, confidence: float = 0.95) -> dict:
     """Difference of means ``mean(a) - mean(b)`` with Welch's interval and p-value."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:   # no variance estimate: no interval, no test
+        diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+        return {"mean": diff, "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
+                "dof": float("nan")}
     diff = float(a.mean() - b.mean())
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = np.sqrt(va + vb)
@@ -39,6 +43,17 @@ def welch(a, b, confidence: float = 0.95) -> dict:
     half = float(_st.t.ppf(0.5 + confidence / 2, dof) * se)
     p = float(_st.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else float("nan")
     return {"mean": diff, "ci_low": diff - half, "ci_high": diff + half, "p_value": p, "dof": float(dof)}
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``successes / n``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = float(_st.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
 
 
 def bootstrap_difference(a, b, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0) -> dict:

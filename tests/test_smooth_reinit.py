@@ -36,11 +36,26 @@ def test_dqn_runs_resume_without_repeats(tmp_path):
     assert len(m) == 4 and m["solved_at"].isna().all()  # 5 episodes never solve
 
 
+def test_batched_and_one_at_a_time_dqn_runs_write_the_same_table(tmp_path):
+    kw = dict(dqn_variants=["eps0_skip_middle_noise", "eps0_last_reset"], dqn_episodes=12, dqn_chunk=3)
+    batched = run_dqn(cfg(tmp_path / "b", **kw))
+    faithful = run_dqn(cfg(tmp_path / "f", dqn_batched=False, **kw))
+    key = ["variant", "seed", "episode"]
+    pd.testing.assert_frame_equal(batched.sort_values(key).reset_index(drop=True),
+                                  faithful.sort_values(key).reset_index(drop=True))
+
+
 def test_gpt_runs_place_noise_in_the_last_block(tmp_path):
     losses = run_gpt(cfg(tmp_path))
     assert set(losses["variant"]) == {"baseline", "noise_last_mlp_proj"} and set(losses["iter"]) == {0, 3, 6}
     final = losses[losses["iter"] == 6]
     assert final.groupby("variant")["val_loss"].apply(tuple).nunique() == 2  # the noise changed the runs
+
+
+def test_gpt_runs_in_worker_processes(tmp_path):
+    losses = run_gpt(cfg(tmp_path, gpt_workers=2))
+    assert len(losses) == 2 * 2 * 3 and np.isfinite(losses["val_loss"]).all()
+    assert losses.groupby(["variant", "seed"]).size().eq(3).all()
 
 
 def test_compare_to_controls_finds_a_clear_effect_and_not_noise():
@@ -55,5 +70,9 @@ def test_compare_to_controls_finds_a_clear_effect_and_not_noise():
 def test_bad_smooth_reinit_parameters(tmp_path):
     with pytest.raises(ParameterError, match=r"^dqn_variants must be one of"):
         cfg(tmp_path, dqn_variants=["eps1"])
+    with pytest.raises(ParameterError, match=r"^dqn_chunk must be an integer >= 1 \(got 0\)$"):
+        cfg(tmp_path, dqn_chunk=0)
+    with pytest.raises(ParameterError, match=r"^dqn_device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' \(got 'gpu0'\)$"):
+        cfg(tmp_path, dqn_device="gpu0")
     with pytest.raises(ParameterError, match=r"^unknown parameter 'layers' for char_gpt"):
         cfg(tmp_path, gpt_overrides={"layers": 2})

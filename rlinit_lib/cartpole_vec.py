@@ -1,0 +1,58 @@
+"""CartPole-v1 for K environments at once: one NumPy array operation steps them all.
+
+Source: Gymnasium's ``CartPoleEnv`` (classic control; Barto, Sutton & Anderson 1983): Euler
+integrator, its constants, termination at |x| > 2.4 or |theta| > 12 degrees, reward 1 on every step
+(the terminating step included), float64 state and float32 observation, as in Gymnasium 1.x.
+The arithmetic follows Gymnasium's expressions in the same order on float64 arrays, so every member
+is bit for bit the trajectory that ``gymnasium.make("CartPole-v1")`` gives for the same actions
+(``tests/test_dqn_batched.py`` checks it). Resets draw the initial state exactly as
+``reset(seed=s)`` does there (a fresh ``PCG64`` seeded with ``s``). Episode limits (truncation) are
+left to the caller, like Gymnasium's ``TimeLimit`` wrapper.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+GRAVITY, MASSCART, MASSPOLE, LENGTH, FORCE_MAG, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
+TOTAL_MASS = MASSPOLE + MASSCART
+POLEMASS_LENGTH = MASSPOLE * LENGTH
+THETA_THRESHOLD = 12 * 2 * math.pi / 360
+X_THRESHOLD = 2.4
+
+
+def reset_state(seed: int) -> np.ndarray:
+    """The float64 initial state that Gymnasium's CartPole draws in ``reset(seed=seed)``."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed))).uniform(-0.05, 0.05, size=(4,))
+
+
+class CartPoleVec:
+    """K independent CartPoles; ``state`` is float64 [K, 4] (x, x_dot, theta, theta_dot)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.state = np.zeros((k, 4))
+
+    def reset(self, members: np.ndarray, seeds) -> np.ndarray:
+        """Put ``members`` (indices) at Gymnasium's initial state for ``seeds``; returns all observations."""
+        for m, s in zip(members, seeds):
+            self.state[m] = reset_state(int(s))
+        return self.state.astype(np.float32)
+
+    def step(self, action: np.ndarray, active: np.ndarray):
+        """Advance the ``active`` members (bool [K]) by ``action`` (0/1 [K]); the others keep their state.
+        Returns the float32 observation [K, 4] and ``terminated`` [K] (False for inactive members)."""
+        x, x_dot, theta, theta_dot = self.state.T
+        force = np.where(action == 1, FORCE_MAG, -FORCE_MAG)
+        costheta, sintheta = np.cos(theta), np.sin(theta)
+        temp = (force + POLEMASS_LENGTH * np.square(theta_dot) * sintheta) / TOTAL_MASS
+        thetaacc = (GRAVITY * sintheta - costheta * temp) / (
+            LENGTH * (4.0 / 3.0 - MASSPOLE * np.square(costheta) / TOTAL_MASS))
+        xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
+        new = np.stack((x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc), 1)
+        self.state = np.where(active[:, None], new, self.state)
+        x, theta = self.state[:, 0], self.state[:, 2]
+        terminated = active & ((x < -X_THRESHOLD) | (x > X_THRESHOLD) | (theta < -THETA_THRESHOLD)
+                               | (theta > THETA_THRESHOLD))
+        return self.state.astype(np.float32), terminated
