@@ -3,7 +3,9 @@
 Run k of ``train_dqn_batched(runs)`` is the run ``train_dqn(runs[k])`` makes: the same environment
 resets, exploration and replay draws (its own ``run_rng``), initial weights (``torch.manual_seed``),
 weight-noise generators, reset/shrink-and-perturb networks and Adam arithmetic. On the CPU in fp32
-the returns are identical to the faithful one-seed path (``tests/test_dqn_batched.py``).
+the returns are identical to the faithful one-seed path (``tests/test_dqn_batched.py``): updates are
+bit for bit (``StackedLinear``, ``StackedAdam``), and actions are the faithful argmax (``GreedyPolicy``
+re-checks near ties one network at a time).
 
 How the runs are batched: every playing run takes one step of a vectorised CartPole
 (``CartPoleVec``) per time step, with one stacked forward of all Q-networks (``bmm``). A run whose
@@ -159,31 +161,38 @@ class ReplayBuffers:
 TIE = 1e-4  # gap between the two Q-values, relative to the sum of |terms|, under which an action is recomputed
 
 
-def greedy_actions(P: dict, obs: torch.Tensor, skip: torch.Tensor | None) -> np.ndarray:
-    """argmax_a Q(obs, a) for every run, without autograd: ``obs`` [K, 4] -> actions [K] on the host.
+class GreedyPolicy:
+    """argmax_a Q(obs, a) for every run, without autograd: ``policy(obs [K, 4]) -> actions [K]`` (host).
 
     The batched matmul of the 2-output layer can round differently from ``nn.Linear`` on one input
     (by up to about 1e-6 of the sum of the absolute terms). Where the two Q-values are closer than
     ``TIE`` times that sum, the run's Q-values are recomputed one network at a time, so the action is
-    the faithful path's action."""
-    def linear(h, layer, w=None, b=None):
-        w = P[f"{layer}.weight"] if w is None else w
-        b = P[f"{layer}.bias"] if b is None else b
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-    h = torch.relu(linear(obs.unsqueeze(1), "fc1"))
-    h2 = torch.relu(linear(h, "fc2"))
-    h = h2 if skip is None else torch.where(skip, h2 + h, h2)
-    q = linear(h, "fc3").squeeze(1)
-    action = q.argmax(1).cpu().numpy()
-    terms = linear(h.abs(), "fc3", P["fc3.weight"].abs(), P["fc3.bias"].abs()).squeeze(1).sum(1)
-    gap = (q[:, 0] - q[:, 1]).abs()
-    for k in torch.nonzero(~(gap > TIE * terms)).flatten().tolist():     # near ties (and NaNs)
-        w = {n: p[k].clone() for n, p in P.items()}   # fresh, aligned copies: MKL's rounding depends on alignment
-        x = F.relu(F.linear(obs[k], w["fc1.weight"], w["fc1.bias"]))
-        x2 = F.relu(F.linear(x, w["fc2.weight"], w["fc2.bias"]))
-        x = x2 + x if skip is not None and bool(skip[k]) else x2
-        action[k] = int(F.linear(x, w["fc3.weight"], w["fc3.bias"]).argmax())
-    return action
+    the faithful path's action. The weight views are made once; the table is updated in place."""
+
+    def __init__(self, P: dict, skip: torch.Tensor | None):
+        self.P, self.skip = P, skip
+        self.w = {layer: P[f"{layer}.weight"].transpose(1, 2) for layer in ("fc1", "fc2", "fc3")}
+        self.b = {layer: P[f"{layer}.bias"].unsqueeze(1) for layer in ("fc1", "fc2", "fc3")}
+
+    def __call__(self, obs: torch.Tensor) -> np.ndarray:
+        h = torch.relu(torch.baddbmm(self.b["fc1"], obs.unsqueeze(1), self.w["fc1"]))
+        h2 = torch.relu(torch.baddbmm(self.b["fc2"], h, self.w["fc2"]))
+        h = h2 if self.skip is None else torch.where(self.skip, h2 + h, h2)       # >= 0
+        q = torch.baddbmm(self.b["fc3"], h, self.w["fc3"]).squeeze(1).cpu().numpy()
+        # sum of |terms| of each Q-value, bounded by sum(h) * max|w| + |b|
+        bound = (h.sum((1, 2)) * self.w["fc3"].abs().amax((1, 2)) * 2 + self.b["fc3"].abs().sum((1, 2))).cpu().numpy()
+        action = q.argmax(1)
+        for k in np.flatnonzero(~(np.abs(q[:, 0] - q[:, 1]) > TIE * bound)):    # near ties and NaNs
+            action[k] = self.one_network(obs[k], int(k))
+        return action
+
+    def one_network(self, x: torch.Tensor, k: int) -> int:
+        """The faithful path's forward for run k (fresh, aligned copies: MKL's rounding depends on alignment)."""
+        w = {n: p[k].clone() for n, p in self.P.items()}
+        h = F.relu(F.linear(x.clone(), w["fc1.weight"], w["fc1.bias"]))
+        h2 = F.relu(F.linear(h, w["fc2.weight"], w["fc2.bias"]))
+        h = h2 + h if self.skip is not None and bool(self.skip[k]) else h2
+        return int(F.linear(h, w["fc3.weight"], w["fc3.bias"]).argmax())
 
 
 def check_runs(runs: Sequence[DQNConfig], wait_fraction: float) -> list[DQNConfig]:
@@ -230,6 +239,7 @@ def train_dqn_batched(runs: Sequence[DQNConfig], device: str | torch.device = "c
         noise_t = StackedNoise(T, [r.noise_layer if r.noise_in_target else None for r in runs], sigmas, decays,
                                [r.seed + 1 for r in runs])
     adam = StackedAdam(flat, c.lr)
+    policy = GreedyPolicy(P, skip_all)
     rngs = [run_rng(r.seed) for r in runs]
     env, memory = CartPoleVec(K), ReplayBuffers(K, c.buffer_limit)
     max_steps = np.array([500 if r.rule == "standard" else r.win_steps for r in runs])
@@ -244,6 +254,7 @@ def train_dqn_batched(runs: Sequence[DQNConfig], device: str | torch.device = "c
     total, eps = np.zeros(K), np.zeros(K)
     playing, waiting = np.zeros(K, dtype=bool), np.zeros(K, dtype=bool)
     obs = np.zeros((K, 4), dtype=np.float32)
+    every = np.arange(K)
 
     def start_episodes(ks: np.ndarray) -> None:
         obs[:] = env.reset(ks, [env_seed(runs[k].seed, episode[k]) for k in ks])
@@ -314,8 +325,8 @@ def train_dqn_batched(runs: Sequence[DQNConfig], device: str | torch.device = "c
             if noise_p is not None:
                 noise_p.apply(live)
             with torch.no_grad():     # every run's Q: cheaper than selecting the playing ones
-                greedy = greedy_actions(P, torch.from_numpy(obs).to(dev), skip_all)
-            u = draws[np.arange(K), t % DRAW_BLOCK]
+                greedy = policy(torch.from_numpy(obs).to(dev))
+            u = draws[every, t % DRAW_BLOCK]
             action = np.where(u[:, 0] < eps, (u[:, 1] * 2).astype(np.int64), greedy)
             obs2, terminated = env.step(action, playing)
             row[:, :4], row[:, 4], row[:, 6:10], row[:, 10] = obs, action, obs2, ~terminated
