@@ -7,20 +7,17 @@ forward (in the target network too, or not); the skip network with and without m
 as references from the literature; initialisations (PyTorch default, Xavier, He, scaled He). Each
 variant is compared with its matching control. The DQN runs (variants x seeds) are trained together
 in batches of ``dqn_chunk`` by ``dqn_batched`` (same numbers as the faithful path, which
-``dqn_batched=False`` runs one at a time). GPT variants put sigma-0.01 noise on the last block's MLP output projection
-(the source) or elsewhere. Every (variant, seed) run is appended to a CSV when it finishes, so an
+``dqn_batched=False`` runs one at a time). GPT variants put sigma-0.01 noise on the last block's MLP
+output projection (the source) or elsewhere. Every (variant, seed) run is appended to a CSV when it finishes, so an
 interrupted notebook resumes without repeating finished runs.
 """
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import fisher_exact, mannwhitneyu
 from tqdm.auto import tqdm
 
@@ -71,7 +68,6 @@ class SmoothReinitConfig(NotebookConfig):
     gpt_seeds: int = 3
     gpt_overrides: dict = field(default_factory=dict)   # GPTConfig fields, e.g. {"max_iters": 200}
     gpt_sigma: float = 0.01
-    gpt_workers: int = 1             # GPT runs in parallel worker processes (1 thread each); 1: in this process
     text_path: str | None = None     # tiny-shakespeare; None downloads it into data/
     seed: int = 0
     output_dir: str = "outputs/04_smooth_reinit"
@@ -93,7 +89,6 @@ class SmoothReinitConfig(NotebookConfig):
         except ParameterError as err:
             raise ParameterError(f"dqn_{err}") from None
         check_int("gpt_seeds", self.gpt_seeds, low=2)
-        check_int("gpt_workers", self.gpt_workers, low=1, high=64)
         if not isinstance(self.gpt_overrides, dict):
             raise ParameterError(f"gpt_overrides must be a mapping of GPTConfig fields (got {self.gpt_overrides!r})")
         self.gpt_config(0)
@@ -141,47 +136,22 @@ def run_dqn(cfg: SmoothReinitConfig) -> pd.DataFrame:
     return df[df["variant"].isin(cfg.dqn_variants)]
 
 
-def _gpt_run(text: str, gcfg: GPTConfig, noise: dict | None, threads: int | None = None) -> list:
-    """One GPT training (a top-level function, so that a worker process can run it)."""
-    if threads:
-        torch.set_num_threads(threads)
-    return train_char_gpt(gcfg, CharData(text), noise=noise)["history"]
-
-
 def run_gpt(cfg: SmoothReinitConfig) -> pd.DataFrame:
-    """Evaluation history for every (variant, seed); resumable. With ``gpt_workers`` > 1 the runs go
-    to that many worker processes, one torch thread each: for machines with many cores. On the 2-core
-    development machine two such workers were no faster than one two-thread run after another."""
+    """Evaluation history for every (variant, seed); resumable."""
     path = Path(cfg.output_dir) / "gpt_losses.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     todo = _missing(path, [(v, cfg.seed + s) for v in cfg.gpt_variants for s in range(cfg.gpt_seeds)])
-    text = load_text(cfg.text_path) if todo else ""
-    jobs = []
-    for variant, seed in todo:
+    if todo:
+        data = CharData(load_text(cfg.text_path))
+    for variant, seed in tqdm(todo, desc="GPT runs", disable=not cfg.progress):
         gcfg = cfg.gpt_config(seed)
         layer = GPT_VARIANTS[variant][0]
         noise = None if layer is None else {
             "names": [f"{layer.format(last=gcfg.n_layer - 1)}.{p}" for p in ("weight", "bias")],
             "sigma": cfg.gpt_sigma, "decay": 1.0, "in_eval": True}
-        jobs.append(((variant, seed), (text, gcfg, noise)))
-
-    def save(key, history):
-        pd.DataFrame(history, columns=["iter", "train_loss", "val_loss"]).assign(
-            variant=key[0], seed=key[1]).to_csv(path, mode="a", header=not path.exists(), index=False)
-
-    bar = tqdm(total=len(jobs), desc="GPT runs", disable=not cfg.progress)
-    if cfg.gpt_workers > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=cfg.gpt_workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_gpt_run, *args, threads=1): key for key, args in jobs}
-            for future in as_completed(futures):
-                save(futures[future], future.result())
-                bar.update()
-    else:
-        for key, args in jobs:
-            save(key, _gpt_run(*args))
-            bar.update()
-    bar.close()
+        run = train_char_gpt(gcfg, data, noise=noise)
+        pd.DataFrame(run["history"], columns=["iter", "train_loss", "val_loss"]).assign(
+            variant=variant, seed=seed).to_csv(path, mode="a", header=not path.exists(), index=False)
     df = pd.read_csv(path)
     return df[df["variant"].isin(cfg.gpt_variants)]
 

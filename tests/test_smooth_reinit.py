@@ -52,12 +52,6 @@ def test_gpt_runs_place_noise_in_the_last_block(tmp_path):
     assert final.groupby("variant")["val_loss"].apply(tuple).nunique() == 2  # the noise changed the runs
 
 
-def test_gpt_runs_in_worker_processes(tmp_path):
-    losses = run_gpt(cfg(tmp_path, gpt_workers=2))
-    assert len(losses) == 2 * 2 * 3 and np.isfinite(losses["val_loss"]).all()
-    assert losses.groupby(["variant", "seed"]).size().eq(3).all()
-
-
 def test_compare_to_controls_finds_a_clear_effect_and_not_noise():
     rng = np.random.default_rng(0)
     m = pd.DataFrame({"variant": ["eps0"] * 10 + ["eps0_last_noise"] * 10 + ["eps0_skip"] * 10,
