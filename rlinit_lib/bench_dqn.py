@@ -6,7 +6,8 @@ Times, in one run on the same machine: (a) ``train_dqn``, the faithful one-seed 
 CartPole, one ``nn.Module``), for each (variant, seed) in turn; (b) ``train_dqn_batched`` with all
 of those runs together, and optionally (``--ks``) with K seeds of the first variant (no baseline).
 It reports seconds per run, the speed-up over (a), environment steps per second, and whether (b)
-reproduced (a)'s returns exactly. Written to ``outputs/bench/`` (JSON + markdown) with device, versions and date.
+reproduced (a)'s returns exactly. ``--repeat N`` times (a) and (b) N times, alternating, and reports
+the medians (and every time in the JSON): on a shared machine single timings vary by 20-30%. Written to ``outputs/bench/`` (JSON + markdown) with device, versions and date.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import time
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from .bench import save_report
@@ -30,11 +32,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--variants", nargs="+", default=["minimalrl_schedule"], choices=list(DQN_VARIANTS))
     ap.add_argument("--wait-fraction", type=float, default=1.0)
     ap.add_argument("--ks", type=int, nargs="*", default=[], help="extra batched runs with this many seeds")
+    ap.add_argument("--repeat", type=int, default=1, help="time (a) and (b) this many times, alternating; medians")
     ap.add_argument("--device", default="cpu", help="device of the batched path's networks")
     ap.add_argument("--out", default="outputs/bench")
     args = ap.parse_args(argv)
-    if args.seeds < 1 or args.episodes < 1 or any(k < 1 for k in args.ks):
-        raise SystemExit("seeds, episodes and every K must be >= 1")
+    if args.seeds < 1 or args.episodes < 1 or args.repeat < 1 or any(k < 1 for k in args.ks):
+        raise SystemExit("seeds, episodes, repeat and every K must be >= 1")
     if not 0 < args.wait_fraction <= 1:
         raise SystemExit(f"wait-fraction must be > 0 and <= 1 (got {args.wait_fraction})")
     device = pick_device(args.device)
@@ -50,13 +53,18 @@ def main(argv=None) -> dict:
         print(f"{name:<44} runs={k:<4} {seconds / k:8.2f} s/run  {steps / seconds:9.0f} steps/s"
               + ("" if same is None else f"  identical to (a): {same}"), flush=True)
 
-    t = time.perf_counter()
-    faithful = [train_dqn(r) for r in runs]
-    record(f"(a) faithful, one run at a time ({label})", faithful, time.perf_counter() - t)
-    t = time.perf_counter()
-    batched = train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction)
+    times_a, times_b = [], []
+    for _ in range(args.repeat):     # alternated, so that slow spells of a shared machine hit both paths
+        t = time.perf_counter()
+        faithful = [train_dqn(r) for r in runs]
+        times_a.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        batched = train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction)
+        times_b.append(time.perf_counter() - t)
     same = all(b["returns"] == f["returns"] for b, f in zip(batched, faithful))
-    record(f"(b) batched on {device.type} ({label})", batched, time.perf_counter() - t, same)
+    record(f"(a) faithful, one run at a time ({label})", faithful, float(np.median(times_a)))
+    record(f"(b) batched on {device.type} ({label})", batched, float(np.median(times_b)), same)
+    rows[0]["seconds_each_repeat"], rows[1]["seconds_each_repeat"] = times_a, times_b
     first = next(iter(configs.values()))
     for k in args.ks:
         if device.type == "cuda":

@@ -42,17 +42,35 @@ class CartPoleVec:
 
     def step(self, action: np.ndarray, active: np.ndarray):
         """Advance the ``active`` members (bool [K]) by ``action`` (0/1 [K]); the others keep their state.
-        Returns the float32 observation [K, 4] and ``terminated`` [K] (False for inactive members)."""
-        x, x_dot, theta, theta_dot = self.state.T
-        force = np.where(action == 1, FORCE_MAG, -FORCE_MAG)
-        costheta, sintheta = np.cos(theta), np.sin(theta)
-        temp = (force + POLEMASS_LENGTH * np.square(theta_dot) * sintheta) / TOTAL_MASS
-        thetaacc = (GRAVITY * sintheta - costheta * temp) / (
-            LENGTH * (4.0 / 3.0 - MASSPOLE * np.square(costheta) / TOTAL_MASS))
-        xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
-        new = np.stack((x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc), 1)
-        self.state = np.where(active[:, None], new, self.state)
-        x, theta = self.state[:, 0], self.state[:, 2]
-        terminated = active & ((x < -X_THRESHOLD) | (x > X_THRESHOLD) | (theta < -THETA_THRESHOLD)
-                               | (theta > THETA_THRESHOLD))
+        Returns the float32 observation [K, 4] and ``terminated`` [K] (False for inactive members).
+        With one or two active members, each is stepped with Gymnasium's scalar code:
+        a NumPy call costs more than the arithmetic there."""
+        members = np.flatnonzero(active)
+        if members.size <= 2:
+            for m in members:
+                self.state[m] = scalar_step(*self.state[m].tolist(), int(action[m]))
+        else:
+            x, x_dot, theta, theta_dot = self.state.T
+            force = np.where(action == 1, FORCE_MAG, -FORCE_MAG)
+            costheta, sintheta = np.cos(theta), np.sin(theta)
+            temp = (force + POLEMASS_LENGTH * np.square(theta_dot) * sintheta) / TOTAL_MASS
+            thetaacc = (GRAVITY * sintheta - costheta * temp) / (
+                LENGTH * (4.0 / 3.0 - MASSPOLE * np.square(costheta) / TOTAL_MASS))
+            xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
+            new = np.stack((x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot,
+                            theta_dot + TAU * thetaacc), 1)
+            np.copyto(self.state, new, where=active[:, None])
+        # |x| > limit is (x < -limit) | (x > limit), Gymnasium's test, NaN included
+        terminated = (np.abs(self.state[:, 0]) > X_THRESHOLD) | (np.abs(self.state[:, 2]) > THETA_THRESHOLD)
+        terminated &= active
         return self.state.astype(np.float32), terminated
+
+
+def scalar_step(x: float, x_dot: float, theta: float, theta_dot: float, action: int) -> tuple:
+    """One Euler step of one CartPole: Gymnasium's expressions, with its ``np.cos``/``np.sin``."""
+    force = FORCE_MAG if action == 1 else -FORCE_MAG
+    costheta, sintheta = float(np.cos(theta)), float(np.sin(theta))
+    temp = (force + POLEMASS_LENGTH * theta_dot**2 * sintheta) / TOTAL_MASS
+    thetaacc = (GRAVITY * sintheta - costheta * temp) / (LENGTH * (4.0 / 3.0 - MASSPOLE * costheta**2 / TOTAL_MASS))
+    xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
+    return x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc

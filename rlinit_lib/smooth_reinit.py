@@ -137,7 +137,9 @@ def run_dqn(cfg: SmoothReinitConfig) -> pd.DataFrame:
 
 
 def run_gpt(cfg: SmoothReinitConfig) -> pd.DataFrame:
-    """Evaluation history for every (variant, seed); resumable."""
+    """Evaluation history for every (variant, seed); resumable. No variants: an empty table."""
+    if not cfg.gpt_variants:
+        return pd.DataFrame(columns=["iter", "train_loss", "val_loss", "variant", "seed"])
     path = Path(cfg.output_dir) / "gpt_losses.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     todo = _missing(path, [(v, cfg.seed + s) for v in cfg.gpt_variants for s in range(cfg.gpt_seeds)])
@@ -210,4 +212,5 @@ def compare_to_controls(metrics: pd.DataFrame, metric: str, controls: dict, lowe
                     "diff_ci_high": w["ci_high"], "p_value": w["p_value"],
                     "verdict": verdict if np.isfinite(w["p_value"]) else "too few runs to test"}
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["variant", "n", "mean", "ci_low", "ci_high", "control", "diff_vs_control",
+                                       "diff_ci_low", "diff_ci_high", "p_value", "verdict"])

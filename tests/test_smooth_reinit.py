@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from rlinit_lib.smooth_reinit import (DQN_VARIANTS, GPT_VARIANTS, SmoothReinitConfig, compare_to_controls,
                                       dqn_metrics, run_dqn, run_gpt)
@@ -24,6 +25,21 @@ def test_every_variant_has_a_known_control():
     for table in (DQN_VARIANTS, GPT_VARIANTS):
         for name, (_, control) in table.items():
             assert control is None or control in table
+
+
+def test_every_profile_of_notebook_04_is_valid():
+    files = sorted((Path(__file__).parents[1] / "params").glob("*/04_smooth_reinit.yaml"))
+    assert {f.parent.name for f in files} >= {"paper", "quick", "smoke", "source_win"}
+    for f in files:
+        SmoothReinitConfig.from_dict(yaml.safe_load(f.read_text())).validate()
+
+
+def test_a_dqn_only_run_leaves_the_gpt_tables_empty(tmp_path):
+    c = cfg(tmp_path, gpt_variants=[])
+    losses = run_gpt(c)
+    assert losses.empty and not (tmp_path / "o" / "gpt_losses.csv").exists()
+    table = compare_to_controls(losses, "val_loss", GPT_VARIANTS, lower_is_better=True)
+    assert table.empty and "diff_vs_control" in table.columns
 
 
 def test_dqn_runs_resume_without_repeats(tmp_path):
