@@ -50,27 +50,23 @@ class CartPoleVec:
             for m in members:
                 self.state[m] = scalar_step(*self.state[m].tolist(), int(action[m]))
         else:
-            x, x_dot, theta, theta_dot = self.state.T
             force = np.where(action == 1, FORCE_MAG, -FORCE_MAG)
-            costheta, sintheta = np.cos(theta), np.sin(theta)
-            temp = (force + POLEMASS_LENGTH * np.square(theta_dot) * sintheta) / TOTAL_MASS
-            thetaacc = (GRAVITY * sintheta - costheta * temp) / (
-                LENGTH * (4.0 / 3.0 - MASSPOLE * np.square(costheta) / TOTAL_MASS))
-            xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
-            new = np.stack((x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot,
-                            theta_dot + TAU * thetaacc), 1)
-            np.copyto(self.state, new, where=active[:, None])
+            np.copyto(self.state, np.stack(euler_step(*self.state.T, force), 1), where=active[:, None])
         # |x| > limit is (x < -limit) | (x > limit), Gymnasium's test, NaN included
         terminated = (np.abs(self.state[:, 0]) > X_THRESHOLD) | (np.abs(self.state[:, 2]) > THETA_THRESHOLD)
         terminated &= active
         return self.state.astype(np.float32), terminated
 
 
-def scalar_step(x: float, x_dot: float, theta: float, theta_dot: float, action: int) -> tuple:
-    """One Euler step of one CartPole: Gymnasium's expressions, with its ``np.cos``/``np.sin``."""
-    force = FORCE_MAG if action == 1 else -FORCE_MAG
-    costheta, sintheta = float(np.cos(theta)), float(np.sin(theta))
-    temp = (force + POLEMASS_LENGTH * theta_dot**2 * sintheta) / TOTAL_MASS
-    thetaacc = (GRAVITY * sintheta - costheta * temp) / (LENGTH * (4.0 / 3.0 - MASSPOLE * costheta**2 / TOTAL_MASS))
+def euler_step(x, x_dot, theta, theta_dot, force) -> tuple:
+    """One Euler step of Gymnasium's CartPole, its expressions in its order, on floats or float64 arrays."""
+    costheta, sintheta = np.cos(theta), np.sin(theta)
+    temp = (force + POLEMASS_LENGTH * np.square(theta_dot) * sintheta) / TOTAL_MASS
+    thetaacc = (GRAVITY * sintheta - costheta * temp) / (LENGTH * (4.0 / 3.0 - MASSPOLE * np.square(costheta) / TOTAL_MASS))
     xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
     return x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc
+
+
+def scalar_step(x: float, x_dot: float, theta: float, theta_dot: float, action: int) -> tuple:
+    """``euler_step`` for one CartPole and one action (0/1)."""
+    return euler_step(x, x_dot, theta, theta_dot, FORCE_MAG if action == 1 else -FORCE_MAG)

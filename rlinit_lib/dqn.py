@@ -128,7 +128,7 @@ def fresh_qnet(cfg: DQNConfig, seed: int, episode: int) -> QNet:
     """A newly initialised Q-network for a reset or shrink-and-perturb at ``episode`` of run ``seed``;
     drawn from its own seed so that the global torch generator is left alone."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * 100_003 + episode + 50_000)
+        torch.manual_seed(env_seed(seed, episode) + 50_000)
         return make_qnet(cfg)
 
 

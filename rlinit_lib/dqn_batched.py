@@ -209,7 +209,6 @@ class GreedyPolicy:
         if self.host:   # weights [K, out, in] (each run's matrix contiguous), biases [K, out, 1]
             self.w = {layer: P[f"{layer}.weight"].numpy() for layer in ("fc1", "fc2", "fc3")}
             self.b = {layer: P[f"{layer}.bias"].numpy()[:, :, None] for layer in ("fc1", "fc2", "fc3")}
-            self.b_run = {layer: P[f"{layer}.bias"].numpy() for layer in ("fc1", "fc2", "fc3")}
             self.skip_np = None if skip is None else skip.numpy().reshape(-1, 1, 1)
         else:
             self.w = {layer: P[f"{layer}.weight"].transpose(1, 2) for layer in ("fc1", "fc2", "fc3")}
@@ -236,11 +235,11 @@ class GreedyPolicy:
 
     def q_run(self, x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
         """Run k's Q-values for one observation (host only) and the bound on their rounding."""
-        w, b = self.w, self.b_run
-        h = np.maximum(w["fc1"][k] @ x + b["fc1"][k], 0)
-        h2 = np.maximum(w["fc2"][k] @ h + b["fc2"][k], 0)
+        w, b = self.w, {layer: bias[k, :, 0] for layer, bias in self.b.items()}
+        h = np.maximum(w["fc1"][k] @ x + b["fc1"], 0)
+        h2 = np.maximum(w["fc2"][k] @ h + b["fc2"], 0)
         h = h2 + h if self.skip_np is not None and self.skip_np[k, 0, 0] else h2
-        return w["fc3"][k] @ h + b["fc3"][k], (np.abs(w["fc3"][k]) @ h + np.abs(b["fc3"][k])).max()
+        return w["fc3"][k] @ h + b["fc3"], (np.abs(w["fc3"][k]) @ h + np.abs(b["fc3"])).max()
 
     def act(self, x: np.ndarray, k: int) -> int:
         """Run k's greedy action for one observation (host only), re-checked at near ties."""
