@@ -2,20 +2,24 @@
 
     python -m rlinit_lib.run_notebooks --profile quick
 
-For every ``notebooks/NN_name.ipynb`` that has ``params/<profile>/NN_name.yaml`` the
-notebook is executed by papermill from the repository root and the executed copy is
-written to ``outputs/<profile>/NN_name.ipynb``. ``--prepare-only DIR`` writes the
-parameterised notebooks without running them (used by the nbval tests).
+For every ``notebooks/NN_name.ipynb`` that has ``params/<profile>/NN_name.yaml`` the notebook is
+executed by papermill from the repository root and the executed copy is written to
+``outputs/<profile>/NN_name.ipynb``. Before the first notebook starts, every notebook's parameters
+and the data it needs are checked; a problem stops the run in one line. A notebook that fails does
+not stop the others: the run ends with a summary table (notebook, status, minutes, the one-line
+error) and exits 1. ``--prepare-only DIR`` writes the parameterised notebooks without running them
+(used by the nbval tests).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
-from .notebook import repo_root
+from rlinit_lib.core.notebook import repo_root
 
 
 def notebook_jobs(root: Path, profile: str, only: list[str] | None = None) -> list[tuple[Path, Path]]:
@@ -36,33 +40,83 @@ def notebook_jobs(root: Path, profile: str, only: list[str] | None = None) -> li
     return jobs
 
 
+def profile_parameters(jobs, outputs_root: str | None) -> list[dict]:
+    params = []
+    for nb, pfile in jobs:
+        p = yaml.safe_load(pfile.read_text()) or {}
+        if outputs_root:
+            p["output_dir"] = str(Path(outputs_root).resolve() / nb.stem)
+        params.append(p)
+    return params
+
+
+def check_profile(root: Path, jobs, params: list[dict]) -> str | None:
+    """Every notebook's parameters and data, checked before any work; the first problem as one line."""
+    from rlinit_lib.registry import check_data, config_for
+
+    configs = []
+    for (nb, pfile), p in zip(jobs, params):
+        try:
+            configs.append((nb, pfile, config_for(nb.stem, p)))
+        except Exception as exc:
+            return f"{pfile.relative_to(root)}: {type(exc).__name__}: {exc}"
+    for nb, pfile, cfg in configs:
+        try:
+            check_data(cfg)
+        except Exception as exc:
+            return f"{nb.stem} ({pfile.relative_to(root)}): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def error_line(exc: Exception) -> str:
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    first = str(evalue).strip().splitlines()
+    return f"{ename}: {first[0] if first else ''}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="quick", help="a folder of params/: paper, quick or smoke")
+    ap.add_argument("--profile", default="quick", help="a folder of params/: paper, quick, smoke or source_win")
     ap.add_argument("--only", nargs="*", help="notebook names (e.g. 01_search) to run; default all")
     ap.add_argument("--prepare-only", metavar="DIR", help="write parameterised notebooks to DIR, do not run")
     ap.add_argument("--outputs-root", metavar="DIR",
-                    help="put each notebook's results in DIR/<notebook> instead of the profile's output_dir")
+                    help="put each notebook's results in DIR/<notebook> (and its executed copy in DIR) instead of the "
+                         "profile's output_dir")
     args = ap.parse_args(argv)
-
-    import papermill as pm
 
     root = repo_root() or Path.cwd()
     jobs = notebook_jobs(root, args.profile, args.only)
     if not jobs:
         raise SystemExit(f"no notebook has parameters in params/{args.profile}/")
-    out_dir = Path(args.prepare_only) if args.prepare_only else root / "outputs" / args.profile
+    params = profile_parameters(jobs, args.outputs_root)
+    problem = check_profile(root, jobs, params)
+    if problem:
+        print(f"not started: {problem}", file=sys.stderr)
+        return 2
+
+    import papermill as pm
+
+    # executed copies sit next to the results: outputs/<profile>/NN_name.ipynb beside outputs/<profile>/NN_name/
+    out_dir = Path(args.prepare_only or args.outputs_root or root / "outputs" / args.profile)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for nb, pfile in jobs:
-        params = yaml.safe_load(pfile.read_text()) or {}
-        if args.outputs_root:
-            params["output_dir"] = str(Path(args.outputs_root).resolve() / nb.stem)
+    summary = []
+    for (nb, pfile), p in zip(jobs, params):
         target = out_dir / nb.name
         print(f"{'prepare' if args.prepare_only else 'run'} {nb.relative_to(root)} with "
               f"{pfile.relative_to(root)} -> {target}", flush=True)
-        pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(root),
-                            prepare_only=bool(args.prepare_only), progress_bar=not args.prepare_only)
-    return 0
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(target), parameters=p, cwd=str(root),
+                                prepare_only=bool(args.prepare_only), progress_bar=False)
+            summary.append((nb.stem, "ok", time.perf_counter() - start, ""))
+        except Exception as exc:  # one notebook's failure must not stop the others
+            summary.append((nb.stem, "failed", time.perf_counter() - start, error_line(exc)))
+            print(f"  failed: {summary[-1][3]} (full traceback in {target})", flush=True)
+    if not args.prepare_only:
+        print(f"\n{'notebook':<24} {'status':<7} {'minutes':>7}  error")
+        for name, status, seconds, err in summary:
+            print(f"{name:<24} {status:<7} {seconds / 60:7.1f}  {err}")
+    return 1 if any(s[1] != "ok" for s in summary) else 0
 
 
 if __name__ == "__main__":

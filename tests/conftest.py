@@ -6,7 +6,7 @@ import torch
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from rlinit_lib.data import DEBIAN_FASHION_MNIST, load_dataset, make_synthetic  # noqa: E402
+from rlinit_lib.core.data import DEBIAN_FASHION_MNIST, load_dataset, make_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from rlinit_lib.batched import train_many
-from rlinit_lib.search import SearchConfig, run_search
-from rlinit_lib.training import build_child, train_and_evaluate
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.scale_search.batched import train_many
+from rlinit_lib.scale_search.training import build_child, train_and_evaluate
+from rlinit_lib.core.params import ParameterError
 
 SCALES, SEEDS = [0.6, 1.0, 1.4], [3, 4, 5]
 
@@ -22,12 +21,15 @@ def test_k_networks_together_match_k_separate_runs(synthetic):
 
 
 def test_a_diverging_network_leaves_the_others_unchanged(synthetic):
-    clean = train_many([0.8, 1.2], 2, synthetic, seeds=[1, 2], device="cpu", mechanism="vmap")
+    """The isolation guaranteed: at the same stack size, the other networks are bit for bit what they are
+    when the middle network trains normally (stacking K networks into grouped kernels may change the
+    summation order with K, so across stack sizes only the float tolerance of the kernels holds)."""
+    clean = train_many([0.8, 1.0, 1.2], 2, synthetic, seeds=[1, 9, 2], device="cpu", mechanism="vmap")
     mixed = train_many([0.8, 1e25, 1.2], 2, synthetic, seeds=[1, 9, 2], device="cpu", mechanism="vmap")
     assert mixed[1].nan_detected and np.isnan(mixed[1].test_accuracy) and mixed[1].epochs_completed == 0
-    for a, b in zip(clean, [mixed[0], mixed[2]]):
-        np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
-        assert a.test_accuracy == b.test_accuracy
+    assert not clean[1].nan_detected
+    for a, b in zip([clean[0], clean[2]], [mixed[0], mixed[2]]):
+        assert a.train_loss == b.train_loss and a.test_accuracy == b.test_accuracy
 
 
 def test_common_random_numbers_share_init_noise_up_to_scale(synthetic):
@@ -81,16 +83,6 @@ def test_bad_batched_arguments_fail_with_one_line(synthetic):
         train_many([1.0], 1, synthetic, seeds=[0], mechanism="threads")
     with pytest.raises(ParameterError, match=r"^scales must hold at least one scale"):
         train_many([], 1, synthetic, seeds=[])
-
-
-def test_batched_search_matches_sequential_search(tmp_path, synthetic):
-    kw = dict(episodes=4, epochs=1, dataset="synthetic", update_every=2, recheck_seeds=0, device="cpu",
-              wandb_mode="disabled", progress=False)
-    seq = run_search(SearchConfig(**kw, batched=False, output_dir=str(tmp_path / "seq")), data=synthetic)
-    bat = run_search(SearchConfig(**kw, batched=True, output_dir=str(tmp_path / "bat")), data=synthetic)
-    np.testing.assert_array_equal(seq.table["child_seed"], bat.table["child_seed"])
-    np.testing.assert_allclose(seq.table["scale"], bat.table["scale"], atol=1e-3)
-    np.testing.assert_allclose(seq.table["accuracy"], bat.table["accuracy"], atol=0.03)
 
 
 def test_loop_and_vmap_mechanisms_agree(synthetic):

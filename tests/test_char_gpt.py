@@ -1,20 +1,16 @@
-from pathlib import Path
-
 import pytest
 import torch
 
-from rlinit_lib.char_gpt import CharData, CharGPT, GPTConfig, load_text, lr_at, train_char_gpt
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.smooth_reinit.char_gpt import CharData, CharGPT, GPTConfig, load_text, lr_at, train_char_gpt
+from rlinit_lib.core.params import ParameterError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-
-
-def test_tiny_shakespeare_split_and_vocab():
-    if not SHARED.exists():
-        pytest.skip("tinyshakespeare.txt not available offline")
-    data = CharData(load_text(SHARED))
+def test_shipped_tiny_shakespeare_split_and_vocab_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # found next to the package, not from the working directory
+    data = CharData(load_text())
     assert data.vocab_size == 65
-    assert (len(data.train), len(data.val)) == (1_003_854, 111_540)
+    assert (len(data.train), len(data.val)) == (1_003_854, 111_540)   # nanoGPT's split (sources.md)
+    with pytest.raises(FileNotFoundError, match=r"^text_path 'nope.txt' does not exist: pass an existing text file"):
+        load_text("nope.txt")
 
 
 def test_attention_is_causal_and_shapes():

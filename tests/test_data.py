@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlinit_lib import data as data_mod
-from rlinit_lib.data import DatasetNotFoundError, load_dataset, normalise, read_idx_gz
+from rlinit_lib.core import data as data_mod
+from rlinit_lib.core.data import DatasetNotFoundError, load_dataset, normalise, read_idx_gz
 
 
 def test_normalise_equals_totensor_then_normalize():

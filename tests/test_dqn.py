@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from rlinit_lib.dqn import DQNConfig, QNet, epsilon_at, make_qnet, train_dqn
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.smooth_reinit.dqn import DQNConfig, QNet, epsilon_at, make_qnet, train_dqn
+from rlinit_lib.core.params import ParameterError
 
 
 def test_epsilon_schedule_follows_minimalrl_and_can_be_fixed():

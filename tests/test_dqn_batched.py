@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlinit_lib.cartpole_vec import CartPoleVec
-from rlinit_lib.dqn import DQNConfig, QNet, train_dqn
-from rlinit_lib.dqn_batched import StackedAdam, flatten, huber_gradient, train_dqn_batched, unflatten
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.smooth_reinit.cartpole_vec import CartPoleVec
+from rlinit_lib.smooth_reinit.dqn import DQNConfig, QNet, train_dqn
+from rlinit_lib.smooth_reinit.dqn_batched import StackedAdam, flatten, huber_gradient, train_dqn_batched, unflatten
+from rlinit_lib.core.params import ParameterError
 
 
 @pytest.mark.parametrize("k", [2, 6])   # two or fewer active members take the scalar path
@@ -104,7 +104,7 @@ def test_bad_batched_arguments():
 
 
 def test_greedy_actions_equal_the_one_network_argmax_even_at_near_ties(monkeypatch):
-    import rlinit_lib.dqn_batched as db
+    import rlinit_lib.smooth_reinit.dqn_batched as db
 
     torch.manual_seed(0)
     nets = [QNet(skip=k % 2 == 1) for k in range(40)]

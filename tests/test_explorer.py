@@ -1,7 +1,7 @@
 import pytest
 
-from rlinit_lib.data import make_synthetic
-from rlinit_lib.explorer import layer_statistics, scale_explorer
+from rlinit_lib.core.data import make_synthetic
+from rlinit_lib.scale_search.explorer import layer_statistics, scale_explorer
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_moving_the_controls_redraws_without_error(batch, monkeypatch):
 
     matplotlib.use("Agg")
     drawn = []
-    import rlinit_lib.explorer as ex
+    import rlinit_lib.scale_search.explorer as ex
 
     real = ex.layer_statistics
     monkeypatch.setattr(ex, "layer_statistics", lambda s, a, *r, **k: drawn.append((s, a)) or real(s, a, *r, **k))

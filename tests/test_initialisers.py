@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from rlinit_lib.initialisers import fan_in, initialise
-from rlinit_lib.networks import SimpleCNN
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.initialisation.initialisers import fan_in, initialise
+from rlinit_lib.scale_search.networks import SimpleCNN
+from rlinit_lib.core.params import ParameterError
 
 
 @pytest.mark.parametrize("scale", [0.3, 1.0, 1.25, 1.7])

@@ -3,13 +3,15 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 keras = pytest.importorskip("keras")
 
-from rlinit_lib.keras_model import ScaledHeNormal, build_vgg_swish  # noqa: E402
-from rlinit_lib.keras_validation import KerasValidationConfig, compare, run_validation, verdict  # noqa: E402
-from rlinit_lib.validation import ParameterError  # noqa: E402
+from rlinit_lib.keras_validation.model import ScaledHeNormal, build_vgg_swish  # noqa: E402
+from rlinit_lib.keras_validation.experiment import (KerasValidationConfig, compare, run_validation,  # noqa: E402
+                                                   validation_report, verdict)
+from rlinit_lib.core.params import ParameterError  # noqa: E402
 
 
 def test_model_matches_table_4_1_layer_by_layer():
@@ -42,24 +44,45 @@ def test_scaled_he_normal_std_is_scale_times_he_normal():
     assert restored.scale_factor == 1.7
 
 
-def test_tiny_fit_on_torch_backend_and_statistics(tmp_path):
-    from rlinit_lib.data import make_synthetic
-
-    synthetic = make_synthetic(128, 64)  # Keras on CPU: ~6 s per epoch of 512 images here, so keep it tiny
+def test_tiny_fit_on_torch_backend_statistics_and_report(tmp_path):
     assert keras.backend.backend() == "torch"
-    cfg = KerasValidationConfig(s_proxy=1.25, seeds=2, epochs=1, dataset="synthetic", wandb_mode="disabled",
-                                progress=False, output_dir=str(tmp_path / "k"))
-    runs, hist = run_validation(cfg, data=synthetic)
+    # Keras on CPU: ~6 s per epoch of 512 images here, so keep it tiny
+    cfg = KerasValidationConfig(s_proxy=1.25, seeds=2, epochs=1, dataset="synthetic", train_subset=128, test_subset=64,
+                                wandb_mode="disabled", progress=False, output_dir=str(tmp_path / "k"))
+    runs, hist = run_validation(cfg)
     assert len(runs) == 4 and set(runs["scale"]) == {1.0, 1.25} and len(hist) == 4
     assert runs["final_val_accuracy"].between(0, 1).all()
-    again, _ = run_validation(cfg, data=None)  # resumes: nothing left to train, no data needed
-    assert len(again) == 4
+    again, _ = run_validation(cfg)  # resumes: nothing left to train
+    pd.testing.assert_frame_equal(again, runs)
     result = compare(runs, 1.25)
-    assert result["per_scale"][1.0]["n"] == 2 and "welch" in result and "accuracy" in verdict(result)
+    assert list(result["per_scale"]["n"]) == [2, 2] and "welch" in result and "accuracy" in verdict(result)
+    rep = validation_report(cfg, runs, hist)
+    assert "No 02_proxy_fidelity results" in rep.text() and "run 02_proxy_fidelity first" in rep.text()
+    assert pd.read_csv(tmp_path / "k" / "table_5_1.csv")["mean_accuracy"].dtype == float
+
+
+def test_s_proxy_comes_from_01_of_the_same_profile(tmp_path):
+    (tmp_path / "01_search").mkdir()
+    cfg = KerasValidationConfig(output_dir=str(tmp_path / "03_keras_validation"))
+    s, source = cfg.resolve_s_proxy()
+    assert s == 1.25 and "run 01_search first" in source
+    (tmp_path / "01_search" / "results.json").write_text('{"best_scale": 0.94183}')
+    assert cfg.resolve_s_proxy()[0] == 0.9418 and cfg.scales() == [1.0, 0.9418]
+
+
+def test_transfer_check_interpolates_the_proxy_curve(tmp_path):
+    from rlinit_lib.core.stats import transfer_agreement
+
+    proxy = pd.DataFrame({"scale": [0.5, 1.0, 1.5], "accuracy": [0.6, 0.8, 0.7]})
+    other = pd.DataFrame({"scale": [0.75, 1.0, 1.25, 3.0], "mean_accuracy": [0.5, 0.9, 0.85, 0.1]})
+    t = transfer_agreement(proxy, other, pair=(1.25, 1.0))
+    assert t["scales"] == [0.75, 1.0, 1.25] and t["spearman"] == pytest.approx(1.0)
+    assert t["predicted_difference"] == pytest.approx(0.75 - 0.8) and t["measured_difference"] == pytest.approx(-0.05)
+    assert t["same_sign"]
 
 
 def test_keras_parameters_are_validated():
-    with pytest.raises(ParameterError, match=r"^block_dropout must be a list of three rates"):
+    with pytest.raises(ParameterError, match=r"^block_dropout must be a list of exactly 3 rates in \[0, 1\) \(got \[0.2, 0.3\]\)$"):
         KerasValidationConfig(block_dropout=[0.2, 0.3]).validate()
     with pytest.raises(ParameterError, match=r"^seeds must be an integer >= 2 \(got 1\)$"):
         KerasValidationConfig(seeds=1).validate()
@@ -68,9 +91,7 @@ def test_keras_parameters_are_validated():
 
 
 def test_short_training_warning_flags_a_large_train_validation_gap():
-    import pandas as pd
-
-    from rlinit_lib.keras_validation import short_training_warning
+    from rlinit_lib.keras_validation.experiment import short_training_warning
 
     h = pd.DataFrame({"epoch": [1, 2, 2], "accuracy": [0.5, 0.8, 0.7], "val_accuracy": [0.4, 0.3, 0.5]})
     assert "BatchNormalization" in short_training_warning(h)

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from rlinit_lib.networks import SimpleCNN
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.scale_search.networks import SimpleCNN
+from rlinit_lib.core.params import ParameterError
 
 
 @pytest.mark.parametrize("channels", [3, 1])

@@ -1,15 +1,28 @@
-"""The notebooks' parameter handling, executed through papermill as users run them."""
+"""The notebooks as users run them: parameters declared once, profiles checked before any work, and the
+main command going on after a failure."""
+import ast
+import json
+import shutil
+import socket
+import time
 from pathlib import Path
 
 import papermill as pm
 import pytest
 import yaml
 
-from rlinit_lib.notebook import parameters_since, repo_root
-from rlinit_lib.run_notebooks import notebook_jobs
+from rlinit_lib.core.notebook import parameters_since, repo_root
+from rlinit_lib.registry import NOTEBOOKS
+from rlinit_lib.run_notebooks import main, notebook_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks" / "01_search.ipynb"
+
+
+def cell_values(notebook: Path, tag: str = "parameters") -> dict:
+    cell = next(c for c in json.loads(notebook.read_text())["cells"] if tag in c.get("metadata", {}).get("tags", []))
+    tree = ast.parse("".join(cell["source"]))
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)}
 
 
 def test_parameters_since_keeps_only_new_public_names():
@@ -21,19 +34,32 @@ def test_repo_root_is_found_from_a_subfolder():
     assert repo_root(ROOT / "notebooks") == ROOT
 
 
-def test_every_profile_has_the_same_notebooks_and_only_known_names():
-    from rlinit_lib.search import SearchConfig
+def test_every_notebook_is_registered_and_its_parameters_cell_is_its_config_defaults():
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert notebooks == sorted(NOTEBOOKS)
+    for name, cls in NOTEBOOKS.items():
+        assert cell_values(ROOT / "notebooks" / f"{name}.ipynb") == cls.defaults(), name
 
+
+def test_every_profile_validates_and_names_only_known_notebooks():
+    files = sorted((ROOT / "params").glob("*/*.yaml"))
+    assert {f.parent.name for f in files} >= {"paper", "quick", "smoke", "source_win"}
+    for f in files:
+        assert f.stem in NOTEBOOKS, f
+        NOTEBOOKS[f.stem].from_dict(yaml.safe_load(f.read_text()) or {})
     for profile in ("paper", "quick", "smoke"):
-        jobs = notebook_jobs(ROOT, profile)
-        assert [nb.stem for nb, _ in jobs][:1] == ["01_search"]
-        SearchConfig.from_dict(yaml.safe_load((ROOT / "params" / profile / "01_search.yaml").read_text()))
+        assert [nb.stem for nb, _ in notebook_jobs(ROOT, profile)] == list(NOTEBOOKS)
+
+
+def test_notebooks_are_committed_without_outputs():
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code"), nb
 
 
 @pytest.mark.parametrize("params,message", [
     ({"episodes": 0}, "episodes must be an integer >= 1 (got 0)"),
     ({"episodez": 5}, "unknown parameter 'episodez' for 01_search"),
-    ({"min_scale": 1.8}, "min_scale must be < max_scale"),
 ])
 def test_bad_papermill_parameters_stop_before_training(tmp_path, params, message):
     with pytest.raises(pm.PapermillExecutionError) as err:
@@ -41,3 +67,94 @@ def test_bad_papermill_parameters_stop_before_training(tmp_path, params, message
                             parameters={"dataset": "synthetic", "output_dir": str(tmp_path / "o")} | params)
     assert err.value.ename == "ParameterError" and message in err.value.evalue
     assert not (tmp_path / "o").exists()  # no work started
+
+
+def fake_repo(tmp_path: Path, profile: dict[str, dict], notebooks: dict[str, Path] | None = None) -> Path:
+    """A checkout with only ``profile``'s notebooks (copies of ours unless given) and its params."""
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params" / "t").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "rlinit-lib"\n')
+    for name, params in profile.items():
+        shutil.copy((notebooks or {}).get(name, ROOT / "notebooks" / f"{name}.ipynb"), root / "notebooks" / f"{name}.ipynb")
+        (root / "params" / "t" / f"{name}.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def smoke(name: str) -> dict:
+    return yaml.safe_load((ROOT / "params" / "smoke" / f"{name}.yaml").read_text())
+
+
+def test_a_bad_profile_is_refused_before_the_first_notebook(tmp_path, monkeypatch, capsys):
+    root = fake_repo(tmp_path, {"01_search": smoke("01_search"), "04_smooth_reinit": smoke("04_smooth_reinit")
+                                | {"dqn_seeds": 1}})
+    monkeypatch.chdir(root)
+    assert main(["--profile", "t", "--outputs-root", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("not started: params/t/04_smooth_reinit.yaml: ParameterError: dqn_seeds must be an integer >= 2 "
+                   "(got 1)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_dataset_offline_fails_in_seconds_naming_it(tmp_path, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable (blocked by this test)")
+
+    monkeypatch.setattr(socket.socket, "connect", offline)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    root = fake_repo(tmp_path, {"01_search": smoke("01_search"),
+                                "02_proxy_fidelity": smoke("02_proxy_fidelity") | {"dataset": "cifar10",
+                                                                                 "data_root": str(empty)}})
+    monkeypatch.chdir(root)
+    start = time.perf_counter()
+    assert main(["--profile", "t", "--outputs-root", str(tmp_path / "out")]) == 2
+    assert time.perf_counter() - start < 30
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("not started: 02_proxy_fidelity (params/t/02_proxy_fidelity.yaml): DatasetNotFoundError: "
+                          "CIFAR-10 not found") and "cifar-10-python.tar.gz" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_notebook_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    broken = json.loads(NB.read_text())
+    at = next(i for i, c in enumerate(broken["cells"]) if "from_dict" in "".join(c["source"]))
+    broken["cells"].insert(at + 1, {"cell_type": "code", "execution_count": None, "id": "boom", "metadata": {},
+                                    "outputs": [], "source": "raise RuntimeError('boom\\nsecond line')"})
+    (tmp_path / "broken.ipynb").write_text(json.dumps(broken))
+    text = str(ROOT / "tests" / "data" / "tiny_text.txt")
+    root = fake_repo(tmp_path, {"01_search": smoke("01_search"), "04_smooth_reinit": smoke("04_smooth_reinit")
+                                | {"text_path": text}}, {"01_search": tmp_path / "broken.ipynb"})
+    monkeypatch.chdir(root)
+    assert main(["--profile", "t", "--outputs-root", str(tmp_path / "out")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    summary = lines[lines.index(next(l for l in lines if l.startswith("notebook "))) + 1:]
+    assert summary[0].split()[:2] == ["01_search", "failed"] and summary[0].endswith("RuntimeError: boom")
+    assert summary[1].split()[:2] == ["04_smooth_reinit", "ok"]
+    assert (tmp_path / "out" / "04_smooth_reinit" / "dqn_returns.csv").exists()
+
+
+def markdown_outputs(notebook: Path) -> str:
+    cells = json.loads(notebook.read_text())["cells"]
+    for c in cells:
+        for o in c.get("outputs", []):
+            assert o.get("output_type") != "error", f"{notebook.name}: {o.get('ename')}: {o.get('evalue')}"
+    return "\n".join("".join(o["data"]["text/markdown"]) for c in cells for o in c.get("outputs", [])
+                     if "text/markdown" in o.get("data", {}))
+
+
+def test_the_smoke_profile_fills_every_section(tmp_path, monkeypatch):
+    """A fresh ``make run PROFILE=smoke``: every notebook runs, in order, and every section says something,
+    03's transfer check against 02 included."""
+    monkeypatch.chdir(ROOT)
+    assert main(["--profile", "smoke", "--outputs-root", str(tmp_path)]) == 0
+    text = {name: markdown_outputs(tmp_path / f"{name}.ipynb") for name in NOTEBOOKS}
+    assert "Re-trained on 2 fresh seeds (paired)" in text["01_search"]
+    assert "## What this run found" in text["02_proxy_fidelity"] and "Spearman rho =" in text["02_proxy_fidelity"]
+    transfer = text["03_keras_validation"].split("## Transfer")[1]
+    assert "Spearman rho between the proxy's and this network's per-scale accuracy:" in transfer
+    assert "The proxy predicts s_proxy - 1.0 =" in transfer
+    assert "eps0_last_noise** vs eps0" in text["04_smooth_reinit"] and "GPT validation loss" in text["04_smooth_reinit"]
+    assert "Paired over 2 repeats" in text["05_search_strategies"]
+    for name in NOTEBOOKS:
+        assert (tmp_path / name / "environment.json").exists() and (tmp_path / name / "config.json").exists()

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rlinit_lib.reinforce import ReinforceAgent
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.scale_search.reinforce import ReinforceAgent
+from rlinit_lib.core.params import ParameterError
 
 PEAK = 1.5
 

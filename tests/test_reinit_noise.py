@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from rlinit_lib.reinit_noise import WeightNoise, every, reset_parameters_of, shrink_and_perturb
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.smooth_reinit.noise import WeightNoise, every, reset_parameters_of, shrink_and_perturb
+from rlinit_lib.core.params import ParameterError
 
 
 def qnet():

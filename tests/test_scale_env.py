@@ -4,9 +4,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import rlinit_lib  # noqa: F401  (registers the environment)
-from rlinit_lib.scale_env import ScaleEnv
-from rlinit_lib.training import TrainResult
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.scale_search.scale_env import ScaleEnv
+from rlinit_lib.scale_search.training import TrainResult
+from rlinit_lib.core.params import ParameterError
 
 
 def fake(acc_of_scale, nan_above=None):
@@ -42,7 +42,8 @@ def test_gymnasium_make_with_synthetic_data():
 def test_spaces_follow_section_3_4():
     env = ScaleEnv("synthetic", min_scale=0.3, max_scale=1.7, evaluator=fake(lambda s: 0.5))
     assert env.action_space.shape == (1,)
-    np.testing.assert_allclose(env.action_space.low, [0.3]) and np.testing.assert_allclose(env.action_space.high, [1.7])
+    np.testing.assert_allclose(env.action_space.low, [0.3])
+    np.testing.assert_allclose(env.action_space.high, [1.7])
     np.testing.assert_allclose(env.observation_space.low, [0.3, -2])
     np.testing.assert_allclose(env.observation_space.high, [1.7, 10])
 

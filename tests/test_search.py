@@ -1,12 +1,15 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from rlinit_lib.search import SearchConfig, run_search
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.core.params import ParameterError
+from rlinit_lib.core.trials import TrialsFailed
+from rlinit_lib.scale_search.search import SearchConfig, best_episode, run_search, search_report
 
 VOLATILE = ["seconds"]
+CALLS = []
 
 
 def cfg(tmp_path, name, **kw):
@@ -15,23 +18,28 @@ def cfg(tmp_path, name, **kw):
     return SearchConfig(**(base | kw))
 
 
-class Interrupt(Exception):
-    pass
+def toy_child(child, scale, epochs, seed):
+    """A child 'training' with a known accuracy curve (peak at 1.1) and seed noise; counts its calls."""
+    CALLS.append(seed)
+    acc = 0.7 - 0.2 * (scale - 1.1) ** 2 + np.random.default_rng(seed).normal(0, 0.01)
+    return {"children": [{"scale": scale, "epochs": epochs, "seed": seed, "reward": 10 * acc, "accuracy": acc,
+                          "nan_detected": False, "seconds": 0.0, "final_train_loss": 1.0, "final_train_accuracy": acc}]}
 
 
-def test_interrupted_search_resumes_to_the_same_table(tmp_path, synthetic):
-    full = run_search(cfg(tmp_path, "full"))
+def failing_child(child, scale, epochs, seed):
+    if len(CALLS) >= 2:
+        raise RuntimeError("simulated crash")
+    return toy_child(child, scale, epochs, seed)
 
-    def stop_after_two(row):
-        if row["episode"] == 1:
-            raise Interrupt
 
-    with pytest.raises(Interrupt):
-        run_search(cfg(tmp_path, "cut"), on_episode=stop_after_two)
-    assert len(pd.read_csv(tmp_path / "cut" / "episodes.csv")) == 2  # finished episodes are on disk
-    seen = []
-    resumed = run_search(cfg(tmp_path, "cut"), on_episode=lambda r: seen.append(r["episode"]))
-    assert seen == [2, 3]  # nothing repeated, nothing lost
+def test_interrupted_search_resumes_to_the_same_table(tmp_path):
+    full = run_search(cfg(tmp_path, "full"), evaluator=toy_child)
+    CALLS.clear()
+    with pytest.raises(TrialsFailed, match=r"^1 of 1 trials failed \(first: episode/2: RuntimeError: simulated crash\)"):
+        run_search(cfg(tmp_path, "cut"), evaluator=failing_child)
+    CALLS.clear()
+    resumed = run_search(cfg(tmp_path, "cut"), evaluator=toy_child)
+    assert len(CALLS) == 2 + 1 + 2 * 2   # episodes 2 and 3, the baseline, 2 re-check pairs: nothing repeated
     pd.testing.assert_frame_equal(full.table.drop(columns=VOLATILE), resumed.table.drop(columns=VOLATILE))
     pd.testing.assert_frame_equal(full.recheck, resumed.recheck)
     assert full.baseline["accuracy"] == resumed.baseline["accuracy"]
@@ -41,26 +49,49 @@ def test_results_files_and_summary(tmp_path):
     r = run_search(cfg(tmp_path, "a", episodes=3))
     out = tmp_path / "a"
     summary = json.loads((out / "results.json").read_text())
-    assert summary["episodes"] == 3 and summary["config"]["seed"] == 42
-    assert summary["environment"]["packages"]["torch"]
+    assert summary["episodes"] == 3 and json.loads((out / "config.json").read_text())["seed"] == 42
+    env = json.loads((out / "environment.json").read_text())
+    assert env["packages"]["torch"] and "git_commit" in env and "cpu_flags" in env
     assert summary["best_scale"] == r.table.loc[r.table["reward"].idxmax(), "scale"]
     assert summary["recheck"]["n_seeds"] == 2
-    assert list(pd.read_csv(out / "episodes.csv")["episode"]) == [0, 1, 2]
+    episodes = pd.read_csv(out / "episodes.csv")
+    assert list(episodes["episode"]) == [0, 1, 2] and episodes["policy_std"].dtype == float
     assert r.table["scale"].between(0.3, 1.7).all()
 
 
 def test_more_episodes_extend_a_finished_search(tmp_path):
-    short = run_search(cfg(tmp_path, "x", episodes=2, recheck_seeds=0))
-    longer = run_search(cfg(tmp_path, "x", episodes=4, recheck_seeds=0))
+    short = run_search(cfg(tmp_path, "x", episodes=2, recheck_seeds=0), evaluator=toy_child)
+    longer = run_search(cfg(tmp_path, "x", episodes=4, recheck_seeds=0), evaluator=toy_child)
     pd.testing.assert_frame_equal(short.table.drop(columns=VOLATILE),
                                   longer.table.drop(columns=VOLATILE).iloc[:2])
     assert len(longer.table) == 4
 
 
+def test_reinforce_with_larger_updates_normalises_returns_and_records_the_policy(tmp_path):
+    r = run_search(cfg(tmp_path, "b", episodes=8, update_every=4, recheck_seeds=0), evaluator=toy_child)
+    assert r.table["policy_loss"].notna().sum() == 2          # one update per 4 episodes
+    assert r.table["policy_std"].gt(0).all() and r.table["policy_mean_scale"].between(0.3, 1.7).all()
+
+
+def test_best_episode_is_the_best_non_nan_at_the_longest_horizon():
+    t = pd.DataFrame({"scale": [0.5, 1.0, 1.5, 2.0], "reward": [7.0, 6.0, 8.0, 9.0], "epochs": [7, 7, 3, 7],
+                      "nan_detected": [False, False, False, True]})
+    assert best_episode(t)["scale"] == 0.5
+
+
+def test_report_has_the_figures_and_a_verdict(tmp_path):
+    r = run_search(cfg(tmp_path, "rep", episodes=5, recheck_seeds=3), evaluator=toy_child)
+    rep = search_report(r)
+    assert set(rep.figures()) == {"fig5_1_search_history", "reward_vs_scale"}
+    assert "Re-trained on 3 fresh seeds (paired)" in rep.text() and "Quadratic trend" in rep.text()
+    assert (tmp_path / "rep" / "fig5_1_search_history.png").stat().st_size > 10_000
+    assert pd.read_csv(tmp_path / "rep" / "recheck.csv")["best_accuracy"].dtype == float
+
+
 def test_changed_configuration_in_same_output_dir_is_refused(tmp_path):
-    run_search(cfg(tmp_path, "y", episodes=1, recheck_seeds=0))
-    with pytest.raises(ParameterError, match=r"holds a search with epochs=1 \(now epochs=2\)"):
-        run_search(cfg(tmp_path, "y", episodes=1, epochs=2, recheck_seeds=0))
+    run_search(cfg(tmp_path, "y", episodes=1, recheck_seeds=0), evaluator=toy_child)
+    with pytest.raises(ParameterError, match=r"holds a run with epochs=1 \(now epochs=2\); use another output_dir"):
+        run_search(cfg(tmp_path, "y", episodes=1, epochs=2, recheck_seeds=0), evaluator=toy_child)
 
 
 @pytest.mark.parametrize("values,msg", [
@@ -71,6 +102,8 @@ def test_changed_configuration_in_same_output_dir_is_refused(tmp_path):
     ({"activation": "elu"}, r"^activation must be one of 'silu', 'relu', 'gelu', 'tanh' \(got 'elu'\)$"),
     ({"wandb_mode": "cloud"}, r"^wandb_mode must be one of 'offline', 'online', 'disabled'"),
     ({"device": "tpu"}, r"^device must be"),
+    ({"executor": "threads"}, r"^executor must be one of 'serial', 'processes' \(got 'threads'\)$"),
+    ({"workers": 0}, r"^workers must be an integer >= 1 \(got 0\)$"),
     ({"episodez": 3}, r"^unknown parameter 'episodez' for 01_search; known parameters: "),
 ])
 def test_invalid_parameters_fail_with_one_line(values, msg):

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from rlinit_lib.smooth_reinit import (DQN_VARIANTS, GPT_VARIANTS, SmoothReinitConfig, compare_to_controls,
+from rlinit_lib.smooth_reinit.experiment import (DQN_VARIANTS, GPT_VARIANTS, SmoothReinitConfig, compare_to_controls,
                                       dqn_metrics, run_dqn, run_gpt)
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.core.params import ParameterError
 
 TINY = str(Path(__file__).parent / "data" / "tiny_text.txt")
 GPT_TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16, "max_iters": 6, "warmup_iters": 2,

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rlinit_lib.plotting import plot_reward_vs_scale, plot_search_history, quadratic_peak
-from rlinit_lib.stats import mean_ci, paired_difference, welch
+from rlinit_lib.scale_search.plotting import plot_reward_vs_scale, plot_search_history, quadratic_peak
+from rlinit_lib.core.stats import mean_ci, paired_difference, welch
 
 matplotlib.use("Agg")
 

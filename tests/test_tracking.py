@@ -3,7 +3,7 @@ import types
 
 import pytest
 
-from rlinit_lib.tracking import Tracker
+from rlinit_lib.core.tracking import Tracker
 
 
 def test_offline_run_creates_a_run_directory(tmp_path):

@@ -2,9 +2,9 @@ import math
 
 import pytest
 
-from rlinit_lib.scale_env import reward_of
-from rlinit_lib.training import train_and_evaluate
-from rlinit_lib.validation import ParameterError
+from rlinit_lib.scale_search.scale_env import reward_of
+from rlinit_lib.scale_search.training import train_and_evaluate
+from rlinit_lib.core.params import ParameterError
 
 
 def test_learns_synthetic_task_well_above_chance(synthetic):
@@ -44,7 +44,7 @@ def test_bad_training_arguments(synthetic, kw, msg):
 
 
 def test_short_real_training_on_fashion_mnist_beats_chance_widely(fashion_mnist):
-    from rlinit_lib.data import load_dataset
+    from rlinit_lib.core.data import load_dataset
 
     d = load_dataset("fashion_mnist", download=False, train_subset=4000, test_subset=2000)
     r = train_and_evaluate(1.0, 1, d, seed=0, device="cpu")

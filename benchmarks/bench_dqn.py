@@ -1,0 +1,90 @@
+"""Side-by-side timing of DQN over seeds (notebook 04): one seed at a time against all seeds at once.
+
+    python -m benchmarks.bench_dqn --seeds 10 --episodes 300 --variants minimalrl_schedule
+
+Times, in one run on the same machine: (a) ``train_dqn``, the faithful one-seed path (Gymnasium's
+CartPole, one ``nn.Module``), for each (variant, seed) in turn; (b) ``train_dqn_batched`` with all
+of those runs together, and optionally (``--ks``) with K seeds of the first variant (no baseline).
+It reports seconds per run, the speed-up over (a), environment steps per second, and whether (b)
+reproduced (a)'s returns exactly. ``--repeat N`` times (a) and (b) N times, alternating, and reports
+the medians (and every time in the JSON): on a shared machine single timings vary by 20-30%. Written to ``outputs/bench/`` (JSON + markdown) with device, versions and date.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from benchmarks.bench_training import save_report
+from rlinit_lib.smooth_reinit.dqn import DQNConfig, train_dqn
+from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
+from rlinit_lib.core.runtime import environment_info, pick_device
+from rlinit_lib.smooth_reinit.experiment import DQN_VARIANTS
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description="Time DQN over seeds: one at a time against all at once.")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--episodes", type=int, default=400)
+    ap.add_argument("--variants", nargs="+", default=["minimalrl_schedule"], choices=list(DQN_VARIANTS))
+    ap.add_argument("--wait-fraction", type=float, default=1.0)
+    ap.add_argument("--ks", type=int, nargs="*", default=[], help="extra batched runs with this many seeds")
+    ap.add_argument("--repeat", type=int, default=1, help="time (a) and (b) this many times, alternating; medians")
+    ap.add_argument("--device", default="cpu", help="device of the batched path's networks")
+    ap.add_argument("--out", default="outputs/bench")
+    args = ap.parse_args(argv)
+    if args.seeds < 1 or args.episodes < 1 or args.repeat < 1 or any(k < 1 for k in args.ks):
+        raise SystemExit("seeds, episodes, repeat and every K must be >= 1")
+    if not 0 < args.wait_fraction <= 1:
+        raise SystemExit(f"wait-fraction must be > 0 and <= 1 (got {args.wait_fraction})")
+    device = pick_device(args.device)
+    configs = {v: DQNConfig(episodes=args.episodes, **DQN_VARIANTS[v][0]) for v in args.variants}
+    runs = [replace(cfg, seed=s) for cfg in configs.values() for s in range(args.seeds)]
+    label = f"{len(args.variants)} variant(s) x {args.seeds} seeds"
+    rows = []
+
+    def record(name, results, seconds, same=None):
+        k, steps = len(results), sum(sum(r["returns"]) for r in results)
+        rows.append({"path": name, "runs": k, "seconds": seconds, "s_per_run": seconds / k,
+                     "env_steps_per_s": steps / seconds, "identical_to_a": same})
+        print(f"{name:<44} runs={k:<4} {seconds / k:8.2f} s/run  {steps / seconds:9.0f} steps/s"
+              + ("" if same is None else f"  identical to (a): {same}"), flush=True)
+
+    times_a, times_b = [], []
+    for _ in range(args.repeat):     # alternated, so that slow spells of a shared machine hit both paths
+        t = time.perf_counter()
+        faithful = [train_dqn(r) for r in runs]
+        times_a.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        batched = train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction)
+        times_b.append(time.perf_counter() - t)
+    same = all(b["returns"] == f["returns"] for b, f in zip(batched, faithful))
+    record(f"(a) faithful, one run at a time ({label})", faithful, float(np.median(times_a)))
+    record(f"(b) batched on {device.type} ({label})", batched, float(np.median(times_b)), same)
+    rows[0]["seconds_each_repeat"], rows[1]["seconds_each_repeat"] = times_a, times_b
+    first = next(iter(configs.values()))
+    for k in args.ks:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        results = train_dqn_batched([replace(first, seed=s) for s in range(k)], device=device,
+                                    wait_fraction=args.wait_fraction)
+        record(f"(b) batched on {device.type} ({args.variants[0]} x {k} seeds)", results, time.perf_counter() - t)
+
+    base = rows[0]["s_per_run"]
+    for r in rows:
+        r["speedup_vs_a"] = base / r["s_per_run"]
+    report = {"rows": rows, "args": vars(args), "configs": {v: c.to_dict() for v, c in configs.items()},
+              "environment": environment_info(device)}
+    save_report(args.out, f"bench-dqn-{device.type}", report,
+                ["path", "runs", "s per run", "x vs (a)", "env steps/s", "identical to (a)"],
+                [[r["path"], r["runs"], f"{r['s_per_run']:.2f}", f"{r['speedup_vs_a']:.2f}", f"{r['env_steps_per_s']:.0f}",
+                  "" if r["identical_to_a"] is None else r["identical_to_a"]] for r in rows])
+    return report
+
+
+if __name__ == "__main__":
+    main()

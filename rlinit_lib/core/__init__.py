@@ -1,0 +1,8 @@
+"""The leaf layer: what every study uses and nothing study-specific.
+
+``params`` (parameter checks, config fields), ``runtime`` (device, seeds, environment record),
+``data`` (image datasets held as resident tensors), ``store`` (the run store), ``trials`` (the unit
+of work and its executors), ``tracking`` (wandb that never stops a run), ``stats`` (intervals and
+tests), ``plots`` (the band plot), ``notebook`` (notebook helpers). Imports no other part of
+``rlinit_lib``.
+"""

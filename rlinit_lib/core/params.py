@@ -1,0 +1,232 @@
+"""Parameters: one-line checks, declarative rules, and the base of every notebook's config.
+
+Every public entry point validates its arguments before any work starts. A bad value raises
+:class:`ParameterError` whose message is a single line naming the parameter and what is allowed,
+e.g. ``episodes must be an integer >= 1 (got 0)``.
+
+A notebook's config is a dataclass whose fields are declared once with :func:`param`: the default,
+the rule that checks it, and whether the setting changes results (``identity``: part of a run's
+identity, so a changed value in an existing ``output_dir`` is refused). :class:`RunFields` holds the
+fields every notebook shares (seed, executor, tracking, output).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+
+class ParameterError(ValueError):
+    """A parameter outside its allowed range; the message is one line."""
+
+
+WANDB_MODES = ("offline", "online", "disabled")
+EXECUTORS = ("serial", "processes")
+
+
+def _range_text(low: Any, high: Any) -> str:
+    if low is not None and high is not None:
+        return f" in [{low}, {high}]"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """An integer in ``[low, high]`` (booleans are rejected)."""
+    rng = _range_text(low, high)
+    if isinstance(value, bool) or not isinstance(value, int) and not (
+        isinstance(value, float) and value.is_integer()
+    ):
+        raise ParameterError(f"{name} must be an integer{rng} (got {value!r})")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ParameterError(f"{name} must be an integer{rng} (got {value!r})")
+    return value
+
+
+def check_float(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """A finite number in ``[low, high]`` (or open ends when asked)."""
+    lo = "" if low is None else ("> " if low_open else ">= ") + f"{low:g}"
+    hi = "" if high is None else ("< " if high_open else "<= ") + f"{high:g}"
+    rng = " " + " and ".join(p for p in (lo, hi) if p) if (lo or hi) else ""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if not bad:
+        value = float(value)
+        if low is not None and (value <= low if low_open else value < low):
+            bad = True
+        if high is not None and (value >= high if high_open else value > high):
+            bad = True
+    if bad:
+        raise ParameterError(f"{name} must be a number{rng} (got {value!r})")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """One of a fixed set of values."""
+    choices = list(choices)
+    if value not in choices:
+        raise ParameterError(f"{name} must be one of {', '.join(repr(c) for c in choices)} (got {value!r})")
+    return value
+
+
+def check_optional_int(name: str, value: Any, *, low: int | None = None) -> int | None:
+    """``None`` or an integer >= low."""
+    if value is None:
+        return None
+    try:
+        return check_int(name, value, low=low)
+    except ParameterError:
+        raise ParameterError(f"{name} must be None or an integer{_range_text(low, None)} (got {value!r})") from None
+
+
+def check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ParameterError(f"{name} must be a non-empty string (got {value!r})")
+    return value
+
+
+def check_known_names(where: str, given: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Reject names that a config does not define (typos in params files or ``-p``)."""
+    known = set(known)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ParameterError(
+            f"unknown parameter {unknown[0]!r} for {where}; known parameters: {', '.join(sorted(known))}")
+
+
+def check_scale_range(min_scale: Any, max_scale: Any) -> tuple[float, float]:
+    """Two positive scales with min_scale < max_scale."""
+    lo = check_float("min_scale", min_scale, low=0.0, low_open=True)
+    hi = check_float("max_scale", max_scale, low=0.0, low_open=True)
+    if lo >= hi:
+        raise ParameterError(f"min_scale must be < max_scale (got min_scale={min_scale}, max_scale={max_scale})")
+    return lo, hi
+
+
+# ---- declarative rules: callables (name, value) -> None that raise ParameterError ----
+
+@dataclass(frozen=True)
+class Int:
+    low: int | None = None
+    high: int | None = None
+    optional: bool = False
+
+    def __call__(self, name, value):
+        if self.optional and value is None:
+            return
+        if self.optional:
+            check_optional_int(name, value, low=self.low)
+        else:
+            check_int(name, value, low=self.low, high=self.high)
+
+
+@dataclass(frozen=True)
+class Float:
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    optional: bool = False
+
+    def __call__(self, name, value):
+        if not (self.optional and value is None):
+            check_float(name, value, low=self.low, high=self.high, low_open=self.low_open, high_open=self.high_open)
+
+
+@dataclass(frozen=True)
+class Choice:
+    options: tuple
+
+    def __call__(self, name, value):
+        check_choice(name, value, self.options)
+
+
+BOOL = Choice((True, False))
+
+
+@dataclass(frozen=True)
+class Str:
+    optional: bool = False
+
+    def __call__(self, name, value):
+        if not (self.optional and value is None):
+            check_str(name, value)
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A list whose items each pass ``item``; ``min_len``/``max_len`` bound its length."""
+
+    item: Callable
+    min_len: int = 1
+    max_len: int | None = None
+    what: str = "values"
+
+    def __call__(self, name, value):
+        n = len(value) if isinstance(value, (list, tuple)) else -1
+        if n < self.min_len or (self.max_len is not None and n > self.max_len):
+            size = (f"exactly {self.min_len}" if self.min_len == self.max_len else
+                    f"{self.min_len} to {self.max_len}" if self.max_len is not None else f"at least {self.min_len}")
+            raise ParameterError(f"{name} must be a list of {size} {self.what} (got {value!r})")
+        for v in value:
+            self.item(name, v)
+
+
+def param(default, rule: Callable | None = None, *, identity: bool = True):
+    """A config field declared once: its default, the rule that checks it, and whether it is part of a
+    run's identity (a setting that changes results; ``False`` for settings such as ``progress``)."""
+    kw = {"default_factory": lambda: copy.deepcopy(default)} if isinstance(default, (list, dict)) else {"default": default}
+    return dataclasses.field(metadata={"rule": rule, "identity": identity}, **kw)
+
+
+class Config:
+    """Base of the notebooks' dataclass configs: fields declared with :func:`param`; ``from_dict``
+    refuses unknown names and validates; ``identity()`` lists the result-changing settings."""
+
+    notebook = "notebook"
+
+    def validate(self):
+        for f in dataclasses.fields(self):
+            rule = f.metadata.get("rule")
+            if rule is not None:
+                rule(f.name, getattr(self, f.name))
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Checks that involve several fields (after every field passed its own rule)."""
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        check_known_names(cls.notebook, values, [f.name for f in dataclasses.fields(cls)])
+        return cls(**dict(values)).validate()
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return dataclasses.asdict(cls())
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The settings that change results (fields declared with ``identity=True``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("identity", True)}
+
+
+@dataclass
+class RunFields(Config):
+    """Fields every notebook has: the seed, where trials run, tracking, and where results go."""
+
+    seed: int = param(0, Int(low=0))
+    executor: str = param("serial", Choice(EXECUTORS), identity=False)   # serial | processes
+    workers: int = param(2, Int(low=1), identity=False)                  # worker processes of the processes executor
+    wandb_mode: str = param("offline", Choice(WANDB_MODES), identity=False)
+    wandb_project: str = param("rlinit", Str(), identity=False)
+    output_dir: str = param("outputs/run", Str(), identity=False)
+    progress: bool = param(True, BOOL, identity=False)

@@ -1,0 +1,57 @@
+"""The dissertation's Phase-2 network in Keras 3 on the PyTorch backend (Table 4.1).
+
+Three blocks of [Conv2D(3x3, same, swish) -> BatchNorm -> Conv2D(3x3, same, swish) ->
+BatchNorm -> MaxPool(2) -> Dropout] with 32, 64 and 128 filters, then Flatten ->
+Dense(512, swish) -> BatchNorm -> Dropout -> Dense(10, softmax). Keras' own defaults
+hold (truncated-normal HeNormal, BatchNormalization momentum 0.99 / epsilon 1e-3, Adam
+epsilon 1e-7). The dissertation does not give the dropout rates; they are parameters
+(default 0.2, 0.3, 0.4 and 0.5). Every Conv2D and Dense kernel uses
+``ScaledHeNormal(scale)``; biases are zero (Keras' default).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "torch":
+    raise ImportError(f"rlinit_lib.keras_validation.model needs KERAS_BACKEND=torch (keras was loaded with {keras.backend.backend()!r})")
+
+
+@keras.saving.register_keras_serializable(package="rlinit")
+class ScaledHeNormal(keras.initializers.HeNormal):
+    """Keras' HeNormal (truncated normal, std sqrt(2/fan_in) before truncation) times ``scale``."""
+
+    def __init__(self, scale: float = 1.0, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)  # kwargs: HeNormal's own config keys (e.g. input_axes)
+        # not ``self.scale``: HeNormal is a VarianceScaling whose own ``scale`` (2.0) sets the variance
+        self.scale_factor = float(scale)
+
+    def __call__(self, shape, dtype=None):
+        return super().__call__(shape, dtype) * self.scale_factor
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale_factor}
+
+
+def build_vgg_swish(scale: float = 1.0, input_shape=(32, 32, 3), num_classes: int = 10,
+                    block_dropout=(0.2, 0.3, 0.4), dense_dropout: float = 0.5, seed: int | None = None):
+    """Table 4.1's network; kernels drawn from ScaledHeNormal(scale) with per-layer seeds from ``seed``."""
+    counter = iter(range(1000))
+
+    def init():
+        return ScaledHeNormal(scale, seed=None if seed is None else seed * 1000 + next(counter))
+
+    layers = [keras.Input(shape=input_shape)]
+    for filters, rate in zip((32, 64, 128), block_dropout):
+        for _ in range(2):
+            layers += [keras.layers.Conv2D(filters, 3, padding="same", activation="swish", kernel_initializer=init()),
+                       keras.layers.BatchNormalization()]
+        layers += [keras.layers.MaxPooling2D(2), keras.layers.Dropout(rate, seed=seed)]
+    layers += [keras.layers.Flatten(),
+               keras.layers.Dense(512, activation="swish", kernel_initializer=init()),
+               keras.layers.BatchNormalization(), keras.layers.Dropout(dense_dropout, seed=seed),
+               keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=init())]
+    return keras.Sequential(layers, name="vgg_swish")  # no "." in names: torch parameter names

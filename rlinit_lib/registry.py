@@ -1,0 +1,40 @@
+"""The study's notebooks, their configs and the data they need: what ``run_notebooks`` checks for a
+whole profile before the first notebook starts.
+
+The notebooks run in this order; a later one may read an earlier one's results from the profile's
+output root (``core.notebook.upstream_dir``): 03 reads 01's best scale and 02's proxy curve.
+"""
+from __future__ import annotations
+
+from rlinit_lib.core.data import load_dataset
+from rlinit_lib.core.params import Config
+from rlinit_lib.keras_validation.experiment import KerasValidationConfig
+from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig
+from rlinit_lib.scale_search.search import SearchConfig
+from rlinit_lib.scale_search.strategy_comparison import ComparisonConfig
+from rlinit_lib.smooth_reinit.char_gpt import load_text
+from rlinit_lib.smooth_reinit.experiment import SmoothReinitConfig
+
+NOTEBOOKS: dict[str, type[Config]] = {
+    "01_search": SearchConfig,
+    "02_proxy_fidelity": FidelityConfig,
+    "03_keras_validation": KerasValidationConfig,
+    "04_smooth_reinit": SmoothReinitConfig,
+    "05_search_strategies": ComparisonConfig,
+}
+
+
+def config_for(notebook: str, params: dict) -> Config:
+    """The validated config of ``notebook`` for a profile's parameters (ParameterError on a bad one)."""
+    if notebook not in NOTEBOOKS:
+        raise KeyError(f"no config is registered for notebook {notebook!r}; known: {', '.join(NOTEBOOKS)}")
+    return NOTEBOOKS[notebook].from_dict(params)
+
+
+def check_data(cfg: Config) -> None:
+    """Load what ``cfg`` will train on, so that a missing dataset or text fails before any training
+    (DatasetNotFoundError / FileNotFoundError, saying how to get it)."""
+    if hasattr(cfg, "dataset"):
+        load_dataset(cfg.dataset, cfg.data_root, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
+    if getattr(cfg, "gpt_variants", None):
+        load_text(cfg.text_path)

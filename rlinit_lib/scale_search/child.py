@@ -1,0 +1,64 @@
+"""Child training, declared once: the fields every scale-search notebook shares (data, optimiser,
+activation, device), and the function a trial calls to train one child network.
+
+Source: the dissertation's proxy (Sec. 4.2.1): SimpleCNN, Adam lr 1e-3, batch 128, CIFAR-10. The
+settings travel to a trial as a plain dict (``ChildTraining.child()``), so a trial can run in another
+process; each process loads a dataset once (``core.data.load_cached``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlinit_lib.core.data import DATASETS, load_cached
+from rlinit_lib.core.params import Choice, Config, Float, Int, Str, param
+from rlinit_lib.core.runtime import device_rule, pick_device
+from rlinit_lib.initialisation.activations import ACTIVATIONS
+from rlinit_lib.scale_search.training import TrainResult, train_and_evaluate
+
+NAN_REWARD = -2.0
+MAX_REWARD = 10.0
+
+
+def reward_of(result: TrainResult) -> float:
+    """The dissertation's reward (Sec. 3.4): ``10 * accuracy``, or -2 when training hit NaN/inf."""
+    return NAN_REWARD if result.nan_detected else MAX_REWARD * float(result.test_accuracy)
+
+
+@dataclass
+class ChildTraining(Config):
+    """The child network's data and training (Sec. 4.2.1)."""
+
+    dataset: str = param("cifar10", Choice(DATASETS))           # cifar10 | fashion_mnist | synthetic
+    data_root: str = param("data", Str(), identity=False)      # where CIFAR-10 is (downloaded there if missing)
+    train_subset: int | None = param(None, Int(low=1, optional=True))   # a fixed random subset (CPU profiles)
+    test_subset: int | None = param(None, Int(low=1, optional=True))
+    batch_size: int = param(128, Int(low=1))
+    lr: float = param(1e-3, Float(low=0.0, low_open=True))     # Adam learning rate of the child
+    activation: str = param("silu", Choice(tuple(ACTIVATIONS)))  # silu | relu | gelu | tanh
+    device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
+
+    def child(self) -> dict:
+        """The settings a child-training trial needs, as plain values."""
+        return {k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "batch_size",
+                                              "lr", "activation", "device")}
+
+    def load_data(self):
+        return load_cached(self.dataset, self.data_root, self.train_subset, self.test_subset,
+                           str(pick_device(self.device)))
+
+
+def train_child(child: dict, scale: float, epochs: int, seed: int, eval_every_epoch: bool = False) -> TrainResult:
+    """Train one SimpleCNN at He scale ``scale`` for ``epochs`` with ``seed`` (the proxy of Sec. 4.2.1)."""
+    device = str(pick_device(child["device"]))
+    data = load_cached(child["dataset"], child["data_root"], child["train_subset"], child["test_subset"], device)
+    return train_and_evaluate(scale, epochs, data, batch_size=child["batch_size"], lr=child["lr"],
+                              activation=child["activation"], seed=seed, device=device,
+                              eval_every_epoch=eval_every_epoch)
+
+
+def result_row(result: TrainResult) -> dict:
+    """The per-child summary every table of the scale-search notebooks keeps."""
+    nan = float("nan")
+    return {"reward": reward_of(result), "accuracy": result.test_accuracy, "nan_detected": bool(result.nan_detected), "seconds": result.seconds,
+            "final_train_loss": result.train_loss[-1] if result.train_loss else nan,
+            "final_train_accuracy": result.train_accuracy[-1] if result.train_accuracy else nan}

@@ -1,0 +1,212 @@
+"""Notebook 01: the dissertation's scale search, its figures, and a re-check of its pick on fresh seeds.
+
+Source: the dissertation, Sec. 3.4-3.5 and 4.4.1 — N single-step episodes, each training a child
+network for the proxy horizon and paying 10 x test accuracy (-2 on NaN); the chosen scale is the best
+non-NaN episode; the s = 1.0 baseline is trained with the same proxy for comparison.
+
+Every strategy of ``strategies`` runs through the same driver (``run_strategy``); ``reinforce`` is the
+dissertation's agent (``update_every = 1``). Each episode is a trial of the run store, keyed by its
+step: a search interrupted at any point and run again asks the (deterministic) strategy again and
+answers the finished episodes from the store, so it continues at the first unfinished episode and
+gives the table of an uninterrupted run. A larger ``episodes`` extends a finished search. After the
+search, the best scale and the baseline are re-trained on ``recheck_seeds`` fresh paired seeds.
+
+Deviation: child seeds are ``SeedSequence([seed, episode])`` (the strategies' common driver), not
+drawn from ScaleEnv's generator as in the first version of this notebook; ScaleEnv stays the tested
+Gymnasium face of the same reward (``scale_env``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlinit_lib.core.notebook import Report, fmt
+from rlinit_lib.core.params import BOOL, Choice, Float, Int, ParameterError, RunFields, check_scale_range, param
+from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device, seed_everything
+from rlinit_lib.core.stats import mean_ci, paired_difference
+from rlinit_lib.core.store import RunStore, StoreError
+from rlinit_lib.core.tracking import Tracker
+from rlinit_lib.core.trials import Trial, run_trials
+from rlinit_lib.scale_search.child import ChildTraining, result_row, train_child
+from rlinit_lib.scale_search.plotting import plot_reward_vs_scale, plot_search_history, quadratic_peak
+from rlinit_lib.scale_search.strategies import STRATEGIES, make_strategy, run_strategy
+
+EPISODE_COLUMNS = ["episode", "epochs", "scale", "reward", "accuracy", "nan_detected", "policy_mean_scale", "policy_std",
+                   "policy_loss", "final_train_loss", "final_train_accuracy", "child_seed", "seconds", "recommendation"]
+RECHECK_COLUMNS = ["seed", "best_scale", "best_accuracy", "baseline_accuracy"]
+
+
+@dataclass
+class SearchConfig(ChildTraining, RunFields):
+    """Every knob of notebook 01_search; defaults are the dissertation's (Sec. 4.4.1)."""
+
+    notebook = "01_search"
+
+    episodes: int = param(200, Int(low=1), identity=False)   # single-step episodes (more extends a search)
+    epochs: int = param(7, Int(low=1))                       # proxy horizon
+    strategy: str = param("reinforce", Choice(STRATEGIES))   # reinforce is the dissertation's
+    min_scale: float = param(0.3, Float(low=0.0, low_open=True))
+    max_scale: float = param(1.7, Float(low=0.0, low_open=True))
+    agent_lr: float = param(1e-3, Float(low=0.0, low_open=True))   # Adam learning rate of the policy
+    gamma: float = param(0.99, Float(low=0.0, high=1.0))
+    update_every: int = param(1, Int(low=1))                 # episodes per policy update (trained together)
+    baseline_scale: float = param(1.0, Float(low=0.0, low_open=True))
+    recheck_seeds: int = param(5, Int(low=0), identity=False)   # fresh paired seeds for best vs baseline
+    seed: int = param(42, Int(low=0))
+    output_dir: str = param("outputs/01_search", identity=False)
+    explorer: bool = param(True, BOOL, identity=False)       # draw the interactive scale explorer
+
+    def check(self):
+        check_scale_range(self.min_scale, self.max_scale)
+
+
+@dataclass
+class SearchResult:
+    table: pd.DataFrame         # one row per episode (EPISODE_COLUMNS)
+    best: dict                  # best non-NaN episode
+    baseline: dict              # s = baseline_scale with the same proxy
+    recheck: pd.DataFrame       # best scale vs baseline on fresh paired seeds
+    summary: dict               # everything written to results.json
+    output_dir: Path
+
+
+def child_trial(child: dict, scale: float, epochs: int, seed: int) -> dict:
+    """One episode's (or re-check's) child training, as a row of table ``children``."""
+    return {"children": [{"scale": scale, "epochs": epochs, "seed": seed, **result_row(train_child(child, scale, epochs,
+                                                                                                  seed))}]}
+
+
+def run_search(cfg: SearchConfig, *, evaluator=None) -> SearchResult:
+    """Run (or resume) the search described by ``cfg``; ``evaluator(child, scale, epochs, seed) -> tables``
+    replaces ``child_trial`` (tests use a toy reward)."""
+    cfg.validate()
+    device = pick_device(cfg.device)
+    store = RunStore(cfg.output_dir, cfg.notebook, cfg.identity(), cfg.to_dict(), environment_info(device))
+    seed_everything(cfg.seed)
+    fn = evaluator or child_trial
+    child = cfg.child()
+
+    with Tracker.for_run(cfg, f"search-seed{cfg.seed}") as tracker:
+        def train(items: list[tuple[str, float, int, int]]) -> dict[str, dict]:
+            trials = [Trial(key, fn, {"child": child, "scale": s, "epochs": e, "seed": sd}) for key, s, e, sd in items]
+            out = run_trials(store, trials, executor=cfg.executor, workers=cfg.workers, tracker=tracker)
+            return {k: v["children"][0] for k, v in out.items()}
+
+        def evaluate(proposals, steps, seeds):
+            rows = train([(f"episode/{st}", p.scale, p.epochs, sd) for p, st, sd in zip(proposals, steps, seeds)])
+            out = []
+            for p, st in zip(proposals, steps):
+                row = rows[f"episode/{st}"]
+                if abs(row["scale"] - p.scale) > 1e-9 or row["epochs"] != p.epochs:
+                    raise StoreError(f"episode {st} in {store.path} has scale {row['scale']} but the search now proposes "
+                                     f"{p.scale}: the store belongs to another search; delete it or use another output_dir")
+                out.append({k: v for k, v in row.items() if k not in ("scale", "epochs", "seed")})
+            return out
+
+        strategy = make_strategy(cfg.strategy, cfg.min_scale, cfg.max_scale, cfg.epochs, cfg.episodes * cfg.epochs,
+                                 cfg.seed, update_every=cfg.update_every, agent_lr=cfg.agent_lr, gamma=cfg.gamma,
+                                 reinforce_update_every=cfg.update_every)
+
+        def log(batch: pd.DataFrame) -> None:
+            for row in batch.to_dict("records"):
+                tracker.log({f"episode/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+
+        history = run_strategy(strategy, evaluate, cfg.episodes * cfg.epochs, cfg.seed, on_batch=log,
+                               batch=cfg.update_every)
+        table = history.rename(columns={"step": "episode", "seed": "child_seed"}).reindex(columns=EPISODE_COLUMNS)
+        best = best_episode(table)
+        baseline = train([("baseline", cfg.baseline_scale, cfg.epochs, cfg.seed)])["baseline"]
+        recheck = []
+        if best:
+            seeds = [derive_seed(cfg.seed, 1_000_000 + i) for i in range(cfg.recheck_seeds)]
+            rows = train([(f"recheck/{best['scale']!r}/{i}/{which}", s, cfg.epochs, sd) for i, sd in enumerate(seeds)
+                          for which, s in (("best", best["scale"]), ("baseline", cfg.baseline_scale))])
+            recheck = [{"seed": sd, "best_scale": best["scale"],
+                        "best_accuracy": rows[f"recheck/{best['scale']!r}/{i}/best"]["accuracy"],
+                        "baseline_accuracy": rows[f"recheck/{best['scale']!r}/{i}/baseline"]["accuracy"]}
+                       for i, sd in enumerate(seeds)]
+    recheck = pd.DataFrame(recheck, columns=RECHECK_COLUMNS)
+    store.export("episodes", table)
+    store.export("recheck", recheck)
+    summary = {
+        "best_scale": best.get("scale"), "best_accuracy": best.get("accuracy"),
+        "baseline_scale": cfg.baseline_scale, "baseline_accuracy": baseline["accuracy"],
+        "difference": (best["accuracy"] - baseline["accuracy"]) if best else None,
+        "nan_count": int(table["nan_detected"].sum()), "episodes": len(table),
+        "total_child_seconds": float(table["seconds"].sum()), "recheck": recheck_summary(recheck),
+    }
+    summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+    store.write_json("results.json", summary)
+    store.close()
+    return SearchResult(table, best, {"scale": cfg.baseline_scale, **baseline}, recheck, summary,
+                        Path(cfg.output_dir))
+
+
+def best_episode(table: pd.DataFrame) -> dict:
+    """The dissertation's choice (Sec. 4.4.1): the non-NaN episode with the highest reward, among the
+    episodes trained to the longest horizon (successive halving also trains shorter ones)."""
+    ok = table[~table["nan_detected"].astype(bool) & (table["epochs"] == table["epochs"].max())]
+    return {} if ok.empty else ok.loc[ok["reward"].idxmax()].to_dict()
+
+
+def recheck_summary(t: pd.DataFrame) -> dict | None:
+    """Best scale vs baseline retrained on fresh paired seeds: means, intervals, paired test."""
+    if len(t) == 0:
+        return None
+    best_m, best_lo, best_hi = mean_ci(t["best_accuracy"])
+    base_m, base_lo, base_hi = mean_ci(t["baseline_accuracy"])
+    return {"n_seeds": len(t), "best_mean": best_m, "best_ci_low": best_lo, "best_ci_high": best_hi,
+            "baseline_mean": base_m, "baseline_ci_low": base_lo, "baseline_ci_high": base_hi,
+            "paired_difference": paired_difference(t["best_accuracy"], t["baseline_accuracy"])}
+
+
+def describe_search(summary: dict) -> str:
+    """A short markdown paragraph saying what a search run found, with its uncertainty."""
+    if summary.get("best_scale") is None:
+        lines = ["- Every episode diverged (NaN): no best scale."]
+    else:
+        lines = [f"- Best episode: s = {summary['best_scale']:.3f} with proxy accuracy {fmt(summary['best_accuracy'])}; "
+                 f"baseline s = {summary['baseline_scale']:g}: {fmt(summary['baseline_accuracy'])} "
+                 f"(difference {fmt(summary['difference'])}, one run each, {summary['nan_count']} NaN episodes "
+                 f"of {summary['episodes']})."]
+    rc = summary.get("recheck")
+    if rc:
+        d = rc["paired_difference"]
+        if rc["n_seeds"] < 2:
+            verdict = "one seed gives no interval; raise recheck_seeds to say anything."
+        elif d["ci_low"] > 0:
+            verdict = "the best scale is better than the baseline at 95% confidence."
+        elif d["ci_high"] < 0:
+            verdict = "the best scale is *worse* than the baseline at 95% confidence: the search's pick was luck."
+        else:
+            verdict = "the interval contains 0: **the difference is not significant** at this number of seeds."
+        lines.append(
+            f"- Re-trained on {rc['n_seeds']} fresh seeds (paired): best scale {fmt(rc['best_mean'])} vs baseline "
+            f"{fmt(rc['baseline_mean'])}; difference {fmt(d['mean'])}, 95% CI [{fmt(d['ci_low'])}, "
+            f"{fmt(d['ci_high'])}], paired t-test p = {fmt(d['p_value'], 3)}: {verdict}")
+    return "\n".join(lines)
+
+
+def search_report(result: SearchResult) -> Report:
+    """What notebook 01 shows: Fig. 5.1, reward against scale with its trend, and the verdict."""
+    rep = Report(result.output_dir)
+    t = result.table
+    rep.markdown("## Search history (dissertation Fig. 5.1)")
+    rep.figure("fig5_1_search_history", plot_search_history(t))
+    rep.markdown("## Reward against scale\nThe best single episode is a noisy estimate (the maximum of many noisy "
+                 "draws is biased upwards); the peak of a quadratic trend through all episodes uses every episode.")
+    rep.figure("reward_vs_scale", plot_reward_vs_scale(t, result.baseline))
+    ok = ~t["nan_detected"].astype(bool)
+    coeffs, peak = quadratic_peak(t.loc[ok, "scale"], t.loc[ok, "reward"])
+    rep.markdown(
+        f"Quadratic trend through the {int(ok.sum())} non-NaN episodes: "
+        + ("too few episodes or scales for a trend." if coeffs is None else
+           f"peak at s = {peak:.3f}." if peak is not None else
+           "the fitted curve is not concave (it has no interior maximum), so the trend gives no best scale."))
+    rep.markdown("## What this run found\n" + describe_search(result.summary))
+    rep.table("recheck", result.recheck, caption="Re-check on fresh paired seeds (one row per seed)")
+    return rep

@@ -1,0 +1,69 @@
+"""Every notebook's run survives kill -9: the rerun's tables equal an uninterrupted run's. A damaged
+store and a changed setting are refused with one line."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rlinit_lib.core.params import ParameterError
+from rlinit_lib.core.store import STORE_FILE, StoreError
+from tiny_runs import CHANGED, TABLES, config, run
+
+NOTEBOOKS = list(TABLES)
+SCRIPT = Path(__file__).parent / "tiny_runs.py"
+
+
+def finished_units(path: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2) as db:
+            return db.execute("SELECT count(*) FROM units").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def tables(out: Path, notebook: str) -> dict:
+    return {t: pd.read_csv(out / f"{t}.csv").drop(columns=["seconds"], errors="ignore") for t in TABLES[notebook]}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_killed_run_resumes_to_the_uninterrupted_tables(tmp_path, notebook):
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), notebook, str(tmp_path / "cut")])
+    store, deadline = tmp_path / "cut" / STORE_FILE, time.time() + 240
+    while finished_units(store) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed: make its tiny config longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cut = finished_units(store)
+    assert cut >= 1
+    run(notebook, config(notebook, tmp_path / "cut"))      # resume
+    run(notebook, config(notebook, tmp_path / "full"))     # uninterrupted
+    resumed, full = tables(tmp_path / "cut", notebook), tables(tmp_path / "full", notebook)
+    for name in full:
+        pd.testing.assert_frame_equal(resumed[name], full[name], obj=f"{notebook}: {name}")
+    assert finished_units(store) == finished_units(tmp_path / "full" / STORE_FILE)
+
+    (tmp_path / "full" / STORE_FILE).write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError) as err:
+        run(notebook, config(notebook, tmp_path / "full"))
+    msg = str(err.value)
+    assert "\n" not in msg and str(tmp_path / "full" / STORE_FILE) in msg and "delete it" in msg
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_a_changed_setting_in_an_existing_output_dir_is_refused(tmp_path, notebook):
+    from rlinit_lib.core.store import RunStore
+
+    first = config(notebook, tmp_path / "o")
+    RunStore(first.output_dir, first.notebook, first.identity()).close()   # as a first run leaves it
+    name, value = CHANGED[notebook]
+    with pytest.raises(ParameterError) as err:
+        run(notebook, config(notebook, tmp_path / "o", **{name: value}))
+    assert str(err.value) == (f"output_dir {str(tmp_path / 'o')!r} holds a run with {name}={getattr(first, name)!r} "
+                              f"(now {name}={value!r}); use another output_dir or delete it")

@@ -1,0 +1,104 @@
+"""The run store and the trial executor: atomic trials, one-line refusals, executors that agree."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rlinit_lib.core.params import ParameterError
+from rlinit_lib.core.store import STORE_FILE, RunStore, StoreError
+from rlinit_lib.core.trials import Trial, TrialsFailed, run_trials
+
+
+def square(x: float, fail: bool = False) -> dict:
+    if fail:
+        raise ValueError(f"bad input {x}\nsecond line")
+    return {"squares": [{"x": x, "y": x * x, "z": np.float32(x) / 3}], "_log": {"y": x * x}}
+
+
+def test_store_keeps_rows_and_units_and_reads_them_back_as_numbers(tmp_path):
+    with RunStore(tmp_path, "nb", {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 2], "progress": True}, {"device": "cpu"}) as s:
+        s.put("t1", {"rows": [{"k": 1, "v": 0.5}, {"k": 2, "v": float("nan")}]}, units=["u1", "u2"], seconds=1.5)
+        assert s.finished() == {"u1", "u2"}
+        df = s.table("rows")
+        assert list(df["k"]) == [1, 2] and np.isnan(df["v"][1])
+        s.export("rows", df)
+    back = pd.read_csv(tmp_path / "rows.csv")
+    assert back["v"].dtype == float and back["k"].dtype == int
+    assert (tmp_path / "environment.json").exists() and (tmp_path / "config.json").exists()
+    with RunStore(tmp_path, "nb", {"a": 1, "b": (1, 2)}) as s:   # same identity (tuples are lists): reopens
+        assert s.finished() == {"u1", "u2"} and s.meta("environment") == {"device": "cpu"}
+
+
+def test_changed_identity_and_another_notebook_are_refused_in_one_line(tmp_path):
+    RunStore(tmp_path, "nb", {"epochs": 1, "lr": 0.1}).close()
+    with pytest.raises(ParameterError, match=r"^output_dir '.*' holds a run with lr=0.1 \(now lr=0.2\); use another "
+                                             r"output_dir or delete it$"):
+        RunStore(tmp_path, "nb", {"epochs": 1, "lr": 0.2})
+    with pytest.raises(ParameterError, match=r"holds a run with extra='\(unset\)' \(now extra=3\)"):
+        RunStore(tmp_path, "nb", {"epochs": 1, "lr": 0.1, "extra": 3})
+    with pytest.raises(StoreError, match=r"holds a nb run, not other; use another output_dir$"):
+        RunStore(tmp_path, "other", {"epochs": 1, "lr": 0.1})
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ParameterError, match=r"^output_dir must be a directory"):
+        RunStore(tmp_path / "file", "nb", {})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_a_damaged_store_is_named_in_one_line(tmp_path, damage):
+    with RunStore(tmp_path, "nb", {"a": 1}) as s:
+        for i in range(50):
+            s.put(f"t{i}", {"rows": [{"i": i, "text": "x" * 500}]})
+    path = tmp_path / STORE_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:100] + b"\xff" * 4096 + data[4196:])
+    with pytest.raises(StoreError) as err:
+        RunStore(tmp_path, "nb", {"a": 1}).table("rows")
+    assert str(err.value).startswith(f"{path} is damaged") and "delete it" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_kill_minus_9_during_writes_never_leaves_a_partial_trial(tmp_path):
+    script = Path(__file__).parent / "store_writer.py"
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
+        time.sleep(1.2 + rng.uniform(0, 0.6))   # python + import, then many transactions; killed mid-way
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with RunStore(tmp_path, "writer", {"n": 1}) as s:
+            done = s.finished()
+            rows = s.table("rows")
+            trials = {f"t{i}" for i in rows["trial"].unique()}
+            # every finished trial has both its units and all its rows; no rows without a finished trial
+            assert {u for u in done if u.startswith("t")} == trials
+            assert {f"u{t[1:]}" for t in trials} == {u for u in done if u.startswith("u")}
+            assert (rows.groupby("trial").size() == 200).all()
+    assert len(trials) > 6
+
+
+def test_run_trials_skips_finished_records_failures_and_executors_agree(tmp_path):
+    trials = [Trial(f"sq/{x}", square, {"x": x}) for x in (1.0, 2.0, 3.0, 4.0)]
+    with RunStore(tmp_path / "serial", "sq", {}) as s:
+        out = run_trials(s, trials)
+        assert out["sq/3.0"]["squares"][0]["y"] == 9.0
+        serial = s.table("squares", sort=["x"])
+        again = run_trials(s, trials + [Trial("sq/5.0", square, {"x": 5.0})])   # only the new one runs
+        assert len(s.table("squares")) == 5 and again["sq/5.0"]["squares"][0]["y"] == 25.0
+    with RunStore(tmp_path / "pool", "sq", {}) as s:
+        run_trials(s, trials, executor="processes", workers=2)
+        pd.testing.assert_frame_equal(s.table("squares", sort=["x"]), serial)
+    with RunStore(tmp_path / "fail", "sq", {}) as s:
+        bad = trials[:2] + [Trial("sq/bad", square, {"x": 7.0, "fail": True})] + trials[2:]
+        with pytest.raises(TrialsFailed, match=r"^1 of 5 trials failed \(first: sq/bad: ValueError: bad input 7.0\); "
+                                               r"finished trials are saved"):
+            run_trials(s, bad, executor="processes", workers=2)
+        assert len(s.table("squares")) == 4 and s.failures()["error"].tolist() == ["ValueError: bad input 7.0"]
+        run_trials(s, trials)   # the failed trial is not in this list; the others are finished already
+    with pytest.raises(ParameterError, match=r"^trials must have distinct keys \(got 1 repeated\)$"):
+        run_trials(RunStore(tmp_path / "dup", "sq", {}), trials + trials[:1])
