@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from rlinit_lib.core.data import ImageData, normalise
 from rlinit_lib.initialisation.initialisers import INIT_METHODS
-from rlinit_lib.scale_search.networks import ACTIVATIONS
+from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.core.runtime import pick_device
 from rlinit_lib.scale_search.training import TrainResult, build_child, train_and_evaluate
 from rlinit_lib.core.params import ParameterError, check_choice, check_float, check_int

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlinit_lib.core.data import normalise
-from rlinit_lib.scale_search.networks import ACTIVATIONS
+from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.scale_search.training import build_child
 from rlinit_lib.core.params import check_choice, check_float
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from rlinit_lib.core.params import check_int
-from rlinit_lib.initialisation.activations import ACTIVATIONS, make_activation  # noqa: F401 (re-exported)
+from rlinit_lib.initialisation.activations import make_activation
 
 
 class SimpleCNN(nn.Module):

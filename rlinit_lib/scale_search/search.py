@@ -21,11 +21,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from rlinit_lib.core.notebook import Report, fmt
-from rlinit_lib.core.params import BOOL, Choice, Float, Int, ParameterError, RunFields, check_scale_range, param
+from rlinit_lib.core.params import BOOL, Choice, Float, Int, RunFields, check_scale_range, param
 from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device, seed_everything
 from rlinit_lib.core.stats import mean_ci, paired_difference
 from rlinit_lib.core.store import RunStore, StoreError

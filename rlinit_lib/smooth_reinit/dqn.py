@@ -89,6 +89,15 @@ class DQNConfig(Config):
         return self
 
 
+def qnet_forward(x: torch.Tensor, p: dict, skip: bool) -> torch.Tensor:
+    """minimalRL's Q-network 4-128-128-2 (ReLU), optionally with the source's skip connection
+    ``x = relu(fc2(x)) + x``, on parameters ``p`` (names as in ``QNet.named_parameters``). The one torch
+    forward of one network: ``QNet`` and the batched path's tie re-check both call it."""
+    x = F.relu(F.linear(x, p["fc1.weight"], p["fc1.bias"]))
+    h = F.relu(F.linear(x, p["fc2.weight"], p["fc2.bias"]))
+    return F.linear(h + x if skip else h, p["fc3.weight"], p["fc3.bias"])
+
+
 class QNet(nn.Module):
     def __init__(self, skip: bool = False):
         super().__init__()
@@ -96,9 +105,9 @@ class QNet(nn.Module):
         self.skip = skip
 
     def forward(self, x):
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x)) + x if self.skip else F.relu(self.fc2(x))
-        return self.fc3(x)
+        return qnet_forward(x, {"fc1.weight": self.fc1.weight, "fc1.bias": self.fc1.bias, "fc2.weight": self.fc2.weight,
+                                "fc2.bias": self.fc2.bias, "fc3.weight": self.fc3.weight, "fc3.bias": self.fc3.bias},
+                            self.skip)
 
 
 def epsilon_at(cfg: DQNConfig, episode: int) -> float:

@@ -31,11 +31,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rlinit_lib.smooth_reinit.cartpole_vec import THETA_THRESHOLD, X_THRESHOLD, CartPoleVec, scalar_step
-from rlinit_lib.smooth_reinit.dqn import DRAW_BLOCK, DQNConfig, env_seed, epsilon_at, fresh_qnet, make_qnet, reinit_due, run_rng, solved_now
+from rlinit_lib.smooth_reinit.dqn import (DRAW_BLOCK, DQNConfig, env_seed, epsilon_at, fresh_qnet, make_qnet,
+                                         qnet_forward, reinit_due, run_rng, solved_now)
 from rlinit_lib.core.params import ParameterError, check_float
 
 SHARED = ("lr", "gamma", "batch_size", "buffer_limit", "updates_per_episode")
@@ -193,14 +193,27 @@ class ReplayBuffers:
 TIE = 1e-4
 
 
+def host_forward(w: dict, b: dict, skip, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The NumPy Q-network forward: weights [..., out, in], biases [..., out, 1], ``x`` [..., 4, 1] (a stack of
+    runs, or one run with the leading axis dropped); ``skip`` bool (broadcastable) or None. Returns the
+    Q-values [..., 2] and the bound on their rounding, the largest sum of |terms| of the output layer."""
+    h = np.maximum(np.matmul(w["fc1"], x) + b["fc1"], 0)
+    h2 = np.maximum(np.matmul(w["fc2"], h) + b["fc2"], 0)
+    h = h2 if skip is None else np.where(skip, h2 + h, h2)   # >= 0
+    q = (np.matmul(w["fc3"], h) + b["fc3"])[..., 0]
+    bound = (np.matmul(np.abs(w["fc3"]), h) + np.abs(b["fc3"])).max((-2, -1))
+    return q, bound
+
+
 class GreedyPolicy:
     """argmax_a Q(obs, a) for the playing runs, without autograd: ``policy(obs [K, 4], live) -> actions [K]``.
 
     The batched product can round differently from ``nn.Linear`` on one input (in the last bits of the
     sum of the absolute terms). Where the two Q-values are closer than ``TIE`` times that sum, the
-    run's Q-values are recomputed one network at a time, so the action is the faithful path's action.
-    On the CPU the products are NumPy's, on views of the parameter table (a third of torch's per-call
-    cost for these sizes); elsewhere torch's. The views are made once; the table is updated in place."""
+    run's Q-values are recomputed one network at a time with ``qnet_forward``, so the action is the
+    faithful path's action. On the CPU the products are NumPy's (``host_forward``), on views of the
+    parameter table (a third of torch's per-call cost for these sizes); elsewhere torch's (``q_forward``).
+    The views are made once; the table is updated in place."""
 
     def __init__(self, P: dict, skip: torch.Tensor | None, host: bool | None = None):
         """``host``: NumPy products (default: when the table is on the CPU); False: torch's."""
@@ -210,14 +223,11 @@ class GreedyPolicy:
             self.w = {layer: P[f"{layer}.weight"].numpy() for layer in ("fc1", "fc2", "fc3")}
             self.b = {layer: P[f"{layer}.bias"].numpy()[:, :, None] for layer in ("fc1", "fc2", "fc3")}
             self.skip_np = None if skip is None else skip.numpy().reshape(-1, 1, 1)
-        else:
-            self.w = {layer: P[f"{layer}.weight"].transpose(1, 2) for layer in ("fc1", "fc2", "fc3")}
-            self.b = {layer: P[f"{layer}.bias"].unsqueeze(1) for layer in ("fc1", "fc2", "fc3")}
 
     def __call__(self, obs: np.ndarray, live: np.ndarray) -> np.ndarray:
         """Greedy actions of the runs ``live`` (indices; the other entries are 0)."""
-        if self.host and live.size <= 2:
-            q, bound = self.q_one(obs, live)
+        if self.host and live.size <= 2:     # a few runs: one matrix-vector product each, no copies
+            q, bound = (np.array(v) for v in zip(*(self.q_run(obs[k], k) for k in live)))
         else:
             q, bound = self.q_host(obs) if self.host else self.q_device(obs)
             q, bound = q[live], bound[live]
@@ -228,18 +238,11 @@ class GreedyPolicy:
             action[k] = self.one_network(torch.from_numpy(obs[k]).to(self.device), k)
         return action
 
-    def q_one(self, obs: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``q_host`` for a few runs, one matrix-vector product at a time (no copies of the weights)."""
-        out = [self.q_run(obs[k], k) for k in live]
-        return np.array([q for q, _ in out]), np.array([bound for _, bound in out])
-
     def q_run(self, x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
         """Run k's Q-values for one observation (host only) and the bound on their rounding."""
-        w, b = self.w, {layer: bias[k, :, 0] for layer, bias in self.b.items()}
-        h = np.maximum(w["fc1"][k] @ x + b["fc1"], 0)
-        h2 = np.maximum(w["fc2"][k] @ h + b["fc2"], 0)
-        h = h2 + h if self.skip_np is not None and self.skip_np[k, 0, 0] else h2
-        return w["fc3"][k] @ h + b["fc3"], (np.abs(w["fc3"][k]) @ h + np.abs(b["fc3"])).max()
+        skip = None if self.skip_np is None else bool(self.skip_np[k, 0, 0])
+        return host_forward({n: w[k] for n, w in self.w.items()}, {n: b[k] for n, b in self.b.items()},
+                            skip, x[:, None])
 
     def act(self, x: np.ndarray, k: int) -> int:
         """Run k's greedy action for one observation (host only), re-checked at near ties."""
@@ -249,22 +252,12 @@ class GreedyPolicy:
         return self.one_network(torch.from_numpy(x).to(self.device), k)
 
     def q_host(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w, b = self.w, self.b
-        h = np.maximum(np.matmul(w["fc1"], obs[:, :, None]) + b["fc1"], 0)        # [K, 128, 1]
-        h2 = np.maximum(np.matmul(w["fc2"], h) + b["fc2"], 0)
-        h = h2 if self.skip_np is None else np.where(self.skip_np, h2 + h, h2)   # >= 0
-        q = (np.matmul(w["fc3"], h) + b["fc3"])[:, :, 0]
-        bound = (np.matmul(np.abs(w["fc3"]), h) + np.abs(b["fc3"])).max((1, 2))     # sum of |terms|, h >= 0
-        return q, bound
+        return host_forward(self.w, self.b, self.skip_np, obs[:, :, None])
 
     def q_device(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(obs).to(self.w["fc1"].device).unsqueeze(1)
-        h = torch.relu(torch.baddbmm(self.b["fc1"], x, self.w["fc1"]))
-        h2 = torch.relu(torch.baddbmm(self.b["fc2"], h, self.w["fc2"]))
-        h = h2 if self.skip is None else torch.where(self.skip, h2 + h, h2)
-        q = torch.baddbmm(self.b["fc3"], h, self.w["fc3"]).squeeze(1)
-        bound = torch.baddbmm(self.b["fc3"].abs(), h, self.w["fc3"].abs()).amax((1, 2))
-        return q.cpu().numpy(), bound.cpu().numpy()
+        _, _, h, q = q_forward(self.P, torch.from_numpy(obs).to(self.device).unsqueeze(1), self.skip)
+        bound = torch.baddbmm(self.P["fc3.bias"].abs().unsqueeze(1), h, self.P["fc3.weight"].abs().transpose(1, 2))
+        return q.squeeze(1).cpu().numpy(), bound.amax((1, 2)).cpu().numpy()
 
     def forget(self, runs) -> None:
         """Drop the copies of runs whose weights changed (updates, resets, noise)."""
@@ -277,10 +270,7 @@ class GreedyPolicy:
         w = self.copies.get(k)
         if w is None:
             w = self.copies[k] = {n: p[k].clone() for n, p in self.P.items()}
-        h = F.relu(F.linear(x.clone(), w["fc1.weight"], w["fc1.bias"]))
-        h2 = F.relu(F.linear(h, w["fc2.weight"], w["fc2.bias"]))
-        h = h2 + h if self.skip is not None and bool(self.skip[k]) else h2
-        return int(F.linear(h, w["fc3.weight"], w["fc3.bias"]).argmax())
+        return int(qnet_forward(x.clone(), w, self.skip is not None and bool(self.skip[k])).argmax())
 
 
 def check_runs(runs: Sequence[DQNConfig], wait_fraction: float) -> list[DQNConfig]:
@@ -308,131 +298,163 @@ def train_dqn_batched(runs: Sequence[DQNConfig], device: str | torch.device = "c
     results are the same for every value (tested). A run left playing alone finishes its episode
     before anything else happens (on the CPU).
     """
-    runs = check_runs(runs, wait_fraction)
-    dev, K, c = torch.device(device), len(runs), runs[0]
-    nets = []
-    for r in runs:
-        torch.manual_seed(r.seed)
-        nets.append(make_qnet(r))
-    flat, shapes = flatten(nets)
-    flat = flat.to(dev)                                     # online networks, a row each
-    flat_t = flat.clone()                                   # target networks
-    P, T = unflatten(flat, shapes), unflatten(flat_t, shapes)
-    skip_all = torch.tensor([r.skip for r in runs], device=dev).view(-1, 1, 1)
-    skip_all = skip_all if skip_all.any() else None
-    noisy = [r.noise_layer for r in runs]
-    noise_p = noise_t = None
-    if any(noisy):
-        sigmas, decays = [r.noise_sigma for r in runs], [r.noise_decay for r in runs]
-        noise_p = StackedNoise(P, noisy, sigmas, decays, [r.seed for r in runs])
-        noise_t = StackedNoise(T, [r.noise_layer if r.noise_in_target else None for r in runs], sigmas, decays,
-                               [r.seed + 1 for r in runs])
-    adam = StackedAdam(flat, c.lr)
-    policy = GreedyPolicy(P, skip_all)
-    rngs = [run_rng(r.seed) for r in runs]
-    env, memory = CartPoleVec(K), ReplayBuffers(K, c.buffer_limit)
-    max_steps = np.array([500 if r.rule == "standard" else r.win_steps for r in runs])
-    learning_starts = np.array([r.learning_starts for r in runs])
-    returns: list[list[float]] = [[] for _ in runs]
-    solved_at: list[int | None] = [None] * K
-    explore_action = np.zeros((K, DRAW_BLOCK), dtype=np.int64)   # per step of a block: random action, or -1
-    row = np.zeros((K, 11), dtype=np.float32)
-    row[:, 5] = 0.01                                         # reward 1 / 100, as minimalRL stores it
-    episode = np.zeros(K, dtype=np.int64)                   # each run's current episode
-    t = np.zeros(K, dtype=np.int64)                         # its step within that episode
-    total, eps = np.zeros(K), np.zeros(K)
-    playing, waiting = np.zeros(K, dtype=bool), np.zeros(K, dtype=bool)
-    obs = np.zeros((K, 4), dtype=np.float32)
-    every = np.arange(K)
+    return BatchedDQN(check_runs(runs, wait_fraction), device).train(wait_fraction, progress)
 
-    def draw(k: int) -> None:
+
+class BatchedDQN:
+    """The state of K DQN runs trained together. Networks: one parameter table per role (online, target)
+    with a row per run, on ``device``; environments, replay buffers, exploration draws and episode
+    counters: arrays on the host with a row per run. ``train`` is the loop; the other methods are the
+    steps of ``train_dqn`` for a set of runs."""
+
+    def __init__(self, runs: list[DQNConfig], device: str | torch.device = "cpu"):
+        self.runs, self.dev, self.K, c = runs, torch.device(device), len(runs), runs[0]
+        self.c = c
+        nets = []
+        for r in runs:
+            torch.manual_seed(r.seed)
+            nets.append(make_qnet(r))
+        flat, self.shapes = flatten(nets)
+        self.flat = flat.to(self.dev)                       # online networks, a row each
+        self.flat_t = self.flat.clone()                     # target networks
+        self.P, self.T = unflatten(self.flat, self.shapes), unflatten(self.flat_t, self.shapes)
+        skip = torch.tensor([r.skip for r in runs], device=self.dev).view(-1, 1, 1)
+        self.skip = skip if skip.any() else None
+        self.noise_p = self.noise_t = None
+        if any(r.noise_layer for r in runs):
+            sigmas, decays = [r.noise_sigma for r in runs], [r.noise_decay for r in runs]
+            self.noise_p = StackedNoise(self.P, [r.noise_layer for r in runs], sigmas, decays, [r.seed for r in runs])
+            self.noise_t = StackedNoise(self.T, [r.noise_layer if r.noise_in_target else None for r in runs], sigmas,
+                                        decays, [r.seed + 1 for r in runs])
+        self.adam = StackedAdam(self.flat, c.lr)
+        self.policy = GreedyPolicy(self.P, self.skip)
+        self.rngs = [run_rng(r.seed) for r in runs]
+        self.env, self.memory = CartPoleVec(self.K), ReplayBuffers(self.K, c.buffer_limit)
+        self.max_steps = np.array([500 if r.rule == "standard" else r.win_steps for r in runs])
+        self.learning_starts = np.array([r.learning_starts for r in runs])
+        self.returns: list[list[float]] = [[] for _ in runs]
+        self.solved_at: list[int | None] = [None] * self.K
+        self.explore_action = np.zeros((self.K, DRAW_BLOCK), dtype=np.int64)  # per step of a block: action, or -1
+        self.row = np.zeros((self.K, 11), dtype=np.float32)
+        self.row[:, 5] = 0.01                               # reward 1 / 100, as minimalRL stores it
+        self.episode = np.zeros(self.K, dtype=np.int64)     # each run's current episode
+        self.t = np.zeros(self.K, dtype=np.int64)           # its step within that episode
+        self.total, self.eps = np.zeros(self.K), np.zeros(self.K)
+        self.playing, self.waiting = np.zeros(self.K, dtype=bool), np.zeros(self.K, dtype=bool)
+        self.obs = np.zeros((self.K, 4), dtype=np.float32)
+
+    def draw(self, k: int) -> None:
         """Run k's next block of exploration draws (test, random action), taken as ``train_dqn`` takes them."""
-        u = rngs[k].random((DRAW_BLOCK, 2))
-        explore_action[k] = np.where(u[:, 0] < eps[k], (u[:, 1] * 2).astype(np.int64), -1)
+        u = self.rngs[k].random((DRAW_BLOCK, 2))
+        self.explore_action[k] = np.where(u[:, 0] < self.eps[k], (u[:, 1] * 2).astype(np.int64), -1)
 
-    def start_episodes(ks: np.ndarray) -> None:
-        obs[:] = env.reset(ks, [env_seed(runs[k].seed, episode[k]) for k in ks])
-        t[ks], total[ks], playing[ks] = 0, 0.0, True
-        eps[ks] = [epsilon_at(runs[k], int(episode[k])) for k in ks]
+    def start_episodes(self, ks: np.ndarray) -> None:
+        self.obs[:] = self.env.reset(ks, [env_seed(self.runs[k].seed, self.episode[k]) for k in ks])
+        self.t[ks], self.total[ks], self.playing[ks] = 0, 0.0, True
+        self.eps[ks] = [epsilon_at(self.runs[k], int(self.episode[k])) for k in ks]
 
-    def update(ks: np.ndarray) -> None:
+    def update(self, ks: np.ndarray) -> None:
         """minimalRL's updates after an episode, for runs ``ks`` together (each with its own batches)."""
-        order = np.stack([np.stack([rngs[k].choice(memory.size[k], c.batch_size, replace=False)
+        c, memory, dev = self.c, self.memory, self.dev
+        order = np.stack([np.stack([self.rngs[k].choice(memory.size[k], c.batch_size, replace=False)
                                     for _ in range(c.updates_per_episode)]) for k in ks])
         batches = torch.from_numpy(memory.batches(ks, order)).to(dev)     # [M, updates, batch, 11]
-        whole, M, U, B = ks.size == K, ks.size, c.updates_per_episode, c.batch_size
+        whole, M, U, B = ks.size == self.K, ks.size, c.updates_per_episode, c.batch_size
         idx = None if whole else torch.as_tensor(ks, device=dev)
-        skip = skip_all if whole or skip_all is None else skip_all.index_select(0, idx)
+        skip = self.skip if whole or self.skip is None else self.skip.index_select(0, idx)
         # a subset's rows are copied once per round into compact tables, and written back at its end
-        w, w_t, m, v = (flat, flat_t, adam.m, adam.v) if whole else (
-            x.index_select(0, idx) for x in (flat, flat_t, adam.m, adam.v))
-        online, target_net = (P, T) if whole else (unflatten(w, shapes), unflatten(w_t, shapes))
+        tables = (self.flat, self.flat_t, self.adam.m, self.adam.v)
+        w, w_t, m, v = tables if whole else (x.index_select(0, idx) for x in tables)
+        online, target_net = (self.P, self.T) if whole else (unflatten(w, self.shapes), unflatten(w_t, self.shapes))
         rows = np.arange(M)
-        target_fixed = noise_t is None or not noise_t.live[ks].any()
+        target_fixed = self.noise_t is None or not self.noise_t.live[ks].any()
         if target_fixed:      # the target networks do not change in this round: one forward for all updates
             q_next_all = q_forward(target_net, batches[..., 6:10].reshape(M, U * B, 4), skip)[3].view(M, U, B, 2)
         for u in range(U):
             b = batches[:, u]
             s_b, a_b, r_b, s2_b, m_b = b[..., :4], b[..., 4:5], b[..., 5:6], b[..., 6:10], b[..., 10:]
-            if noise_p is not None:
-                noise_p.apply(ks, online, rows)
-            if noise_t is not None:
-                noise_t.apply(ks, target_net, rows)
+            if self.noise_p is not None:
+                self.noise_p.apply(ks, online, rows)
+            if self.noise_t is not None:
+                self.noise_t.apply(ks, target_net, rows)
             q_next = q_next_all[:, u] if target_fixed else q_forward(target_net, s2_b, skip)[3]
             target = r_b + c.gamma * q_next.max(2)[0].unsqueeze(2) * m_b
-            adam.step(ks, huber_gradient(online, s_b, a_b.long(), target, skip), (w, m, v))
+            self.adam.step(ks, huber_gradient(online, s_b, a_b.long(), target, skip), (w, m, v))
         if not whole:
-            for full, part in ((flat, w), (flat_t, w_t), (adam.m, m), (adam.v, v)):
+            for full, part in zip(tables, (w, w_t, m, v)):
                 full.index_copy_(0, idx, part)
 
     @torch.no_grad()
-    def end_episodes(ks: np.ndarray) -> None:
+    def end_episodes(self, ks: np.ndarray) -> None:
         """What ``train_dqn`` does after an episode: updates, reinits, target sync, solved check."""
-        policy.forget(ks)           # their weights change here
+        self.policy.forget(ks)           # their weights change here
         for k in ks:
-            returns[k].append(float(total[k]))
-        learners = ks[memory.size[ks] > learning_starts[ks]]
-        if learners.size and c.updates_per_episode:
-            update(learners)
+            self.returns[k].append(float(self.total[k]))
+        learners = ks[self.memory.size[ks] > self.learning_starts[ks]]
+        if learners.size and self.c.updates_per_episode:
+            self.update(learners)
         again = []
         for k in ks:
-            r, n = runs[k], int(episode[k])
+            r, n = self.runs[k], int(self.episode[k])
             reset, shrink_perturb = reinit_due(r, n)
             if reset or shrink_perturb:
                 fresh = dict(fresh_qnet(r, r.seed, n).named_parameters())
                 for name in (("fc3.weight", "fc3.bias") if reset else ()):
-                    P[name][k].copy_(fresh[name])
+                    self.P[name][k].copy_(fresh[name])
                 if shrink_perturb:
-                    for name, p in P.items():
-                        p[k].mul_(r.shrink).add_(fresh[name].to(dev), alpha=r.perturb)
+                    for name, p in self.P.items():
+                        p[k].mul_(r.shrink).add_(fresh[name].to(self.dev), alpha=r.perturb)
             if n % r.target_sync == 0 and n > 0:
-                flat_t[k] = flat[k]
-            won = solved_at[k] is None and solved_now(r, returns[k], total[k])
+                self.flat_t[k] = self.flat[k]
+            won = self.solved_at[k] is None and solved_now(r, self.returns[k], self.total[k])
             if won:
-                solved_at[k] = n
-            episode[k] += 1
-            if episode[k] < r.episodes and not (won and r.rule == "win"):
+                self.solved_at[k] = n
+            self.episode[k] += 1
+            if self.episode[k] < r.episodes and not (won and r.rule == "win"):
                 again.append(k)
-        waiting[ks] = False
+        self.waiting[ks] = False
         if again:
-            start_episodes(np.array(again))
+            self.start_episodes(np.array(again))
 
     @torch.no_grad()
-    def play_alone(k: int) -> None:
+    def step(self, live: np.ndarray) -> None:
+        """One environment step of every playing run ``live``, with one stacked forward."""
+        i = self.t % DRAW_BLOCK
+        for k in live[i[live] == 0]:
+            self.draw(k)
+        if self.noise_p is not None:
+            self.policy.forget(self.noise_p.apply(live))
+        greedy = self.policy(self.obs, live)
+        chosen = self.explore_action[np.arange(self.K), i]
+        action = np.where(chosen < 0, greedy, chosen)
+        obs2, terminated = self.env.step(action, self.playing)
+        row = self.row
+        row[:, :4], row[:, 4], row[:, 6:10], row[:, 10] = self.obs, action, obs2, ~terminated
+        self.memory.add(live, self.playing, row)
+        self.total += self.playing
+        self.t += self.playing
+        ended = terminated | (self.t >= self.max_steps)
+        ended &= self.playing
+        self.playing ^= ended
+        self.waiting |= ended
+        self.obs[:] = obs2
+
+    @torch.no_grad()
+    def play_alone(self, k: int) -> None:
         """Run k's episode to its end, a step at a time, while no other run plays: the same steps as
-        the batched loop below (draws, noise, greedy action, environment, replay row), on scalars,
-        because there a NumPy call on one element costs more than the arithmetic."""
+        ``step`` (draws, noise, greedy action, environment, replay row), on scalars, because there a
+        NumPy call on one element costs more than the arithmetic."""
+        memory, policy, noise_p = self.memory, self.policy, self.noise_p
         one, table = np.array([k]), memory.data[k]
-        state, step, pos, size = env.state[k].tolist(), int(t[k]), int(memory.pos[k]), int(memory.size[k])
-        x = obs[k].copy()
-        noisy = noise_p is not None
+        state, step, pos, size = self.env.state[k].tolist(), int(self.t[k]), int(memory.pos[k]), int(memory.size[k])
+        x = self.obs[k].copy()
         while True:
             i = step % DRAW_BLOCK
             if i == 0:
-                draw(k)
-            if noisy and noise_p.live[k]:
+                self.draw(k)
+            if noise_p is not None and noise_p.live[k]:
                 policy.forget(noise_p.apply(one))
-            a = int(explore_action[k, i])
+            a = int(self.explore_action[k, i])
             if a < 0:
                 a = policy.act(x, k)
             state = scalar_step(*state, a)
@@ -440,44 +462,28 @@ def train_dqn_batched(runs: Sequence[DQNConfig], device: str | torch.device = "c
             over = abs(state[0]) > X_THRESHOLD or abs(state[2]) > THETA_THRESHOLD
             table[pos, :4], table[pos, 4:] = x, (a, 0.01, *x2, 0.0 if over else 1.0)
             pos, size, step, x = (pos + 1) % memory.capacity, min(size + 1, memory.capacity), step + 1, x2
-            if over or step >= max_steps[k]:
+            if over or step >= self.max_steps[k]:
                 break
-        env.state[k], obs[k], t[k], total[k] = state, x, step, total[k] + (step - t[k])
-        memory.pos[k], memory.size[k] = pos, size
-        playing[k], waiting[k] = False, True
+        self.env.state[k], self.obs[k], self.total[k] = state, x, self.total[k] + (step - self.t[k])
+        self.t[k], memory.pos[k], memory.size[k] = step, pos, size
+        self.playing[k], self.waiting[k] = False, True
 
-    bar = tqdm(total=sum(r.episodes for r in runs), desc=f"DQN, {K} runs (episodes)", disable=not progress)
-    start_episodes(np.arange(K))
-    n_play, n_wait = K, 0
-    while n_play or n_wait:
-        live = np.flatnonzero(playing)
-        if live.size == 1 and policy.host:
-            play_alone(int(live[0]))
-        elif live.size:
-            i = t % DRAW_BLOCK
-            for k in live[i[live] == 0]:
-                draw(k)
-            if noise_p is not None:
-                policy.forget(noise_p.apply(live))
-            with torch.no_grad():
-                greedy = policy(obs, live)
-            chosen = explore_action[every, i]
-            action = np.where(chosen < 0, greedy, chosen)
-            obs2, terminated = env.step(action, playing)
-            row[:, :4], row[:, 4], row[:, 6:10], row[:, 10] = obs, action, obs2, ~terminated
-            memory.add(live, playing, row)
-            total += playing
-            t += playing
-            ended = terminated | (t >= max_steps)
-            ended &= playing
-            playing ^= ended
-            waiting |= ended
-            obs[:] = obs2
-        n_wait, n_play = int(waiting.sum()), int(playing.sum())
-        if n_wait and (n_play == 0 or n_wait >= wait_fraction * (n_wait + n_play)):
-            ks = np.flatnonzero(waiting)
-            end_episodes(ks)
-            bar.update(ks.size)
-            n_wait, n_play = int(waiting.sum()), int(playing.sum())
-    bar.close()
-    return [{"returns": returns[k], "solved_at": solved_at[k], "config": r.to_dict()} for k, r in enumerate(runs)]
+    def train(self, wait_fraction: float = 1.0, progress: bool = False) -> list[dict]:
+        bar = tqdm(total=sum(r.episodes for r in self.runs), desc=f"DQN, {self.K} runs (episodes)", disable=not progress)
+        self.start_episodes(np.arange(self.K))
+        n_play, n_wait = self.K, 0
+        while n_play or n_wait:
+            live = np.flatnonzero(self.playing)
+            if live.size == 1 and self.policy.host:
+                self.play_alone(int(live[0]))
+            elif live.size:
+                self.step(live)
+            n_wait, n_play = int(self.waiting.sum()), int(self.playing.sum())
+            if n_wait and (n_play == 0 or n_wait >= wait_fraction * (n_wait + n_play)):
+                ks = np.flatnonzero(self.waiting)
+                self.end_episodes(ks)
+                bar.update(ks.size)
+                n_wait, n_play = int(self.waiting.sum()), int(self.playing.sum())
+        bar.close()
+        return [{"returns": self.returns[k], "solved_at": self.solved_at[k], "config": r.to_dict()}
+                for k, r in enumerate(self.runs)]
