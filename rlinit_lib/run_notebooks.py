@@ -62,7 +62,7 @@ def check_profile(root: Path, jobs, params: list[dict]) -> str | None:
             return f"{pfile.relative_to(root)}: {type(exc).__name__}: {exc}"
     for nb, pfile, cfg in configs:
         try:
-            check_data(cfg)
+            print(f"{nb.stem}: {check_data(cfg)}", flush=True)   # say where data came from (data_root or elsewhere)
         except Exception as exc:
             return f"{nb.stem} ({pfile.relative_to(root)}): {type(exc).__name__}: {str(exc).splitlines()[0]}"
     return None

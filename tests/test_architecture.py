@@ -57,3 +57,13 @@ def test_importing_the_core_loads_no_study():
 def test_every_module_has_a_docstring():
     for path in PKG.rglob("*.py"):
         assert ast.get_docstring(ast.parse(path.read_text())), f"{path} has no module docstring"
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (PKG.parent / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    for path in PKG.rglob("*.py"):
+        if path.name != "__init__.py":
+            assert path.name in layout, f"README's layout section does not mention {path.relative_to(PKG)}"
+    for folder in ("core/", "initialisation/", "scale_search/", "keras_validation/", "smooth_reinit/", "benchmarks/"):
+        assert folder in layout

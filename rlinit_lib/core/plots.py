@@ -43,6 +43,8 @@ def band_plot(ax, data: pd.DataFrame, x: str, y: str, replicate: str, group: str
         wide = d.pivot_table(index=x, columns=replicate, values=y, aggfunc="mean", dropna=False)
         mean, lo, hi = band(wide.to_numpy(), bounds, seed=seed)
         style = {"color": f"C{i % 10}", "ls": LINESTYLES[i % len(LINESTYLES)]} | (styles or {}).get(g, {})
+        if len(wide.index) < 3:   # a line needs points to be seen
+            style.setdefault("marker", "o")
         ax.plot(wide.index, mean, label=None if g is None else label(g), **style)
         ax.fill_between(wide.index, lo, hi, color=style["color"], alpha=0.15, lw=0)
     ax.grid(alpha=0.3)

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rlinit_lib.core.notebook import Report, fmt
@@ -201,11 +202,14 @@ def search_report(result: SearchResult) -> Report:
     rep.figure("reward_vs_scale", plot_reward_vs_scale(t, result.baseline))
     ok = ~t["nan_detected"].astype(bool)
     coeffs, peak = quadratic_peak(t.loc[ok, "scale"], t.loc[ok, "reward"])
+    lo, hi = (float(t.loc[ok, "scale"].min()), float(t.loc[ok, "scale"].max())) if ok.any() else (np.nan, np.nan)
     rep.markdown(
         f"Quadratic trend through the {int(ok.sum())} non-NaN episodes: "
         + ("too few episodes or scales for a trend." if coeffs is None else
-           f"peak at s = {peak:.3f}." if peak is not None else
-           "the fitted curve is not concave (it has no interior maximum), so the trend gives no best scale."))
+           "the fitted curve is not concave (it has no interior maximum), so the trend gives no best scale."
+           if peak is None else f"peak at s = {peak:.3f}."
+           + ("" if lo <= peak <= hi else f" That lies outside the sampled scales [{lo:.3f}, {hi:.3f}]: an "
+                                         "extrapolation, not a measured best scale.")))
     rep.markdown("## What this run found\n" + describe_search(result.summary))
     rep.table("recheck", result.recheck, caption="Re-check on fresh paired seeds (one row per seed)")
     return rep
