@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,lab]'
+	$(BIN)/python -m pip install -q -e '.[test,lab,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -53,8 +53,20 @@ def run(notebook: str, cfg) -> None:
         run_comparison(cfg)
 
 
+def slow_square(x: float, pid_dir: str, seconds: float = 2.0) -> dict:
+    """A trial that records which process ran it (for tests that kill worker processes)."""
+    import os
+    import time
+
+    with open(Path(pid_dir) / f"{x}.{os.getpid()}", "w"):
+        pass
+    time.sleep(seconds)
+    return {"squares": [{"x": x, "y": x * x}]}
+
+
 if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(1)
-    run(sys.argv[1], config(sys.argv[1], sys.argv[2]))
+    extra = {"executor": sys.argv[3], "workers": 2} if len(sys.argv) > 3 else {}
+    run(sys.argv[1], config(sys.argv[1], sys.argv[2], **extra))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
@@ -23,7 +24,8 @@ class ParameterError(ValueError):
 
 
 WANDB_MODES = ("offline", "online", "disabled")
-EXECUTORS = ("serial", "processes")
+EXECUTORS = ("serial", "processes", "ray")
+RAY_INSTALL = "pip install -e '.[ray]' (or: pip install 'ray>=2.9')"
 
 
 def _range_text(low: Any, high: Any) -> str:
@@ -219,14 +221,42 @@ class Config:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("identity", True)}
 
 
+def executor_rule(name: str, value) -> None:
+    """One of EXECUTORS; ``ray`` only where Ray can be imported (checked before any work)."""
+    check_choice(name, value, EXECUTORS)
+    if value == "ray":
+        try:
+            importlib.import_module("ray")
+        except ImportError:
+            raise ParameterError(f"{name} 'ray' needs Ray, which is not installed here: {RAY_INSTALL}") from None
+
+
+def ray_address_rule(name: str, value) -> None:
+    """None (a local Ray started inside the run), 'auto', or 'ray://host:port' / 'host:port' of a cluster."""
+    if value is None or value == "auto":
+        return
+    if not isinstance(value, str) or not value or " " in value or ":" not in value:
+        raise ParameterError(f"{name} must be None (a local Ray), 'auto' or a cluster address such as "
+                             f"'ray://head:10001' or 'head:6379' (got {value!r})")
+
+
 @dataclass
 class RunFields(Config):
     """Fields every notebook has: the seed, where trials run, tracking, and where results go."""
 
     seed: int = param(0, Int(low=0))
-    executor: str = param("serial", Choice(EXECUTORS), identity=False)   # serial | processes
-    workers: int = param(2, Int(low=1), identity=False)                  # worker processes of the processes executor
+    executor: str = param("serial", executor_rule, identity=False)       # serial | processes | ray
+    workers: int = param(2, Int(low=1), identity=False)                  # processes, or CPUs of a local Ray
+    ray_address: str | None = param(None, ray_address_rule, identity=False)   # None: local Ray; auto; ray://host:port
+    trial_cpus: float = param(1.0, Float(low=0.0, low_open=True), identity=False)   # Ray resources of one trial
+    trial_gpus: float = param(0.0, Float(low=0.0), identity=False)       # fractions let trials share a GPU
+    trial_retries: int = param(2, Int(low=0), identity=False)            # Ray: reruns of a trial whose worker died
     wandb_mode: str = param("offline", Choice(WANDB_MODES), identity=False)
     wandb_project: str = param("rlinit", Str(), identity=False)
     output_dir: str = param("outputs/run", Str(), identity=False)
     progress: bool = param(True, BOOL, identity=False)
+
+    def execution(self) -> dict:
+        """The keyword arguments of ``core.trials.run_trials`` that say where trials run."""
+        return {"executor": self.executor, "workers": self.workers, "ray_address": self.ray_address,
+                "trial_cpus": self.trial_cpus, "trial_gpus": self.trial_gpus, "trial_retries": self.trial_retries}

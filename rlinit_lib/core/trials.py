@@ -5,17 +5,24 @@ finished ones and writing each result as soon as it arrives.
 A trial is a module-level function and its keyword arguments (so it can be sent to another process),
 returning its result tables ``{table name: [row, ...]}``; a ``"_log"`` entry (a dict of numbers) is
 logged to the tracker and not stored. Results depend only on the arguments (every trial seeds
-itself), so every executor gives the same tables for the same seeds, in whatever order trials finish.
+itself) and on the number of torch threads it runs with (a CPU convolution's sums are split by
+thread), which is ``trial_cpus`` (default 1) under every executor. So every executor gives the same
+tables for the same seeds on the same kind of machine, in whatever order trials finish.
 
-Executors: ``serial`` (in this process, the default) and ``processes`` (a pool of ``workers`` spawned
-processes, each with ``cores // workers`` torch threads). Another executor plugs in by adding a class
-with ``run(calls)`` to :data:`EXECUTORS`; the studies do not change.
+Executors: ``serial`` (in this process, the default), ``processes`` (a pool of ``workers`` spawned
+processes, kept for the life of this process) and ``ray`` (Ray tasks: a local Ray started inside the
+run with ``workers`` CPUs, or an existing cluster at ``ray_address``; each trial asks for
+``trial_cpus`` CPUs and ``trial_gpus`` GPUs, fractions allowed, and a trial whose worker process dies is
+run again up to ``trial_retries`` times). The run store, not Ray, records what is finished: results are
+written by this process as they arrive, so a driver killed mid-run resumes where it stopped. Another
+executor plugs in by adding a class with ``run(calls)`` to :data:`EXECUTORS`; the studies do not change.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -23,7 +30,7 @@ from typing import Callable, Iterator, Sequence
 from tqdm.auto import tqdm
 
 from rlinit_lib.core.params import EXECUTORS as EXECUTOR_NAMES
-from rlinit_lib.core.params import ParameterError, check_choice, check_int
+from rlinit_lib.core.params import RAY_INSTALL, ParameterError, check_choice, check_int
 
 
 @dataclass(frozen=True)
@@ -49,60 +56,126 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def call_trial(fn: Callable, kwargs: dict) -> tuple[str, object, float]:
-    """Run one trial; returns ("ok", tables, seconds) or ("error", one-line message, seconds)."""
+def call_trial(fn: Callable, kwargs: dict, threads: int = 1) -> tuple[str, object, float]:
+    """Run one trial with ``threads`` torch threads; returns ("ok", tables, seconds) or ("error",
+    one-line message, seconds)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
         return "ok", fn(**kwargs), time.perf_counter() - start
     except Exception as exc:  # a failing trial must not stop the others
         return "error", one_line(exc), time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
+
+
+def trial_threads(trial_cpus: float) -> int:
+    return max(1, int(trial_cpus))
 
 
 class SerialExecutor:
     """Trials one after another in this process."""
 
-    def __init__(self, workers: int = 1):
-        pass
+    def __init__(self, workers: int = 1, trial_cpus: float = 1.0, **_):
+        self.threads = trial_threads(trial_cpus)
 
     def run(self, calls: Sequence[tuple[Callable, dict]]) -> Iterator[tuple[int, tuple]]:
         for i, (fn, kwargs) in enumerate(calls):
-            yield i, call_trial(fn, kwargs)
+            yield i, call_trial(fn, kwargs, self.threads)
 
 
-def _init_worker(threads: int) -> None:
-    import torch
+_POOLS: dict[int, cf.ProcessPoolExecutor] = {}
 
-    torch.set_num_threads(threads)
+
+def process_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes, started once and reused by later calls (a search calls
+    ``run_trials`` once per batch); a pool broken by a dead worker is replaced."""
+    pool = _POOLS.get(workers)
+    if pool is None or getattr(pool, "_broken", False):
+        # spawn, not fork: forking after torch has started its threads can deadlock
+        pool = _POOLS[workers] = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return pool
 
 
 class ProcessExecutor:
     """Trials in ``workers`` spawned processes; results in the order they finish."""
 
-    def __init__(self, workers: int = 2):
-        self.workers = check_int("workers", workers, low=1)
+    def __init__(self, workers: int = 2, trial_cpus: float = 1.0, **_):
+        self.workers, self.threads = check_int("workers", workers, low=1), trial_threads(trial_cpus)
 
     def run(self, calls):
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        ctx = multiprocessing.get_context("spawn")   # fork after torch has started threads can deadlock
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(threads,)) as pool:
-            futures = {pool.submit(call_trial, fn, kwargs): i for i, (fn, kwargs) in enumerate(calls)}
-            for fut in cf.as_completed(futures):
+        pool = process_pool(self.workers)
+        futures = {pool.submit(call_trial, fn, kwargs, self.threads): i for i, (fn, kwargs) in enumerate(calls)}
+        for fut in cf.as_completed(futures):
+            try:
+                yield futures[fut], fut.result()
+            except Exception as exc:   # the worker process died
+                yield futures[fut], ("error", one_line(exc), float("nan"))
+
+
+def import_ray(local: bool):
+    """Ray, imported only when asked for. ``local``: keep a Ray started here on 127.0.0.1 (Ray otherwise
+    binds its servers to the machine's address) and without usage statistics."""
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")   # node address: the loopback
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise ParameterError(f"executor 'ray' needs Ray, which is not installed here: {RAY_INSTALL}") from None
+    if local:   # the constant is read at import: set it too in case Ray was imported before
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+    return ray
+
+
+class RayExecutor:
+    """Trials as Ray tasks, on a local Ray (``ray_address`` None) or a cluster ('auto', 'ray://host:port')."""
+
+    def __init__(self, workers: int = 2, ray_address: str | None = None, trial_cpus: float = 1.0,
+                 trial_gpus: float = 0.0, trial_retries: int = 2, **_):
+        self.workers, self.address = check_int("workers", workers, low=1), ray_address
+        self.cpus, self.gpus, self.retries = trial_cpus, trial_gpus, check_int("trial_retries", trial_retries, low=0)
+
+    def connect(self):
+        ray = import_ray(local=self.address is None)
+        if not ray.is_initialized():   # one Ray per process, kept for later calls (Ray shuts it down at exit)
+            options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False, namespace="rlinit")
+            if self.address is None:   # local workers import what this process imports (its sys.path)
+                path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+                ray.init(num_cpus=self.workers, runtime_env={"env_vars": {"PYTHONPATH": path}}, **options)
+            else:
+                ray.init(address=self.address, **options)
+        return ray
+
+    def run(self, calls):
+        ray = self.connect()
+        task = ray.remote(call_trial).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries)
+        threads = trial_threads(self.cpus)
+        refs = {task.remote(fn, kwargs, threads): i for i, (fn, kwargs) in enumerate(calls)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
                 try:
-                    yield futures[fut], fut.result()
-                except Exception as exc:   # the worker process died
-                    yield futures[fut], ("error", one_line(exc), float("nan"))
+                    out = ray.get(ref)
+                except Exception as exc:   # the worker died more often than trial_retries allows
+                    out = ("error", one_line(exc), float("nan"))
+                yield refs[ref], out
 
 
-EXECUTORS = {"serial": SerialExecutor, "processes": ProcessExecutor}
+EXECUTORS = {"serial": SerialExecutor, "processes": ProcessExecutor, "ray": RayExecutor}
 assert set(EXECUTORS) == set(EXECUTOR_NAMES)
 
 
 def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", workers: int = 2, tracker=None,
-               progress: bool = False, desc: str = "trials") -> dict[str, dict]:
+               progress: bool = False, desc: str = "trials", **executor_options) -> dict[str, dict]:
     """Run every unfinished trial of ``trials`` into ``store``; returns ``{key: tables}`` for all of them
     (finished ones read back from the store). Raises :class:`TrialsFailed` after the others finished
-    when some raised; their errors are in ``store.failures()`` and a new run retries them."""
+    when some raised; their errors are in ``store.failures()`` and a new run retries them.
+    ``executor_options``: ``ray_address``, ``trial_cpus``, ``trial_gpus``, ``trial_retries`` (Ray)."""
     check_choice("executor", executor, EXECUTORS)
     keys = [t.key for t in trials]
     if len(set(keys)) != len(keys):
@@ -112,7 +185,7 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
     failed = []
     if todo:
         bar = tqdm(total=len(todo), desc=desc, disable=not progress, leave=False)
-        runner = EXECUTORS[executor](workers)
+        runner = EXECUTORS[executor](workers, **executor_options)
         for i, (status, out, seconds) in runner.run([(t.fn, t.kwargs) for t in todo]):
             t = todo[i]
             if status == "ok":

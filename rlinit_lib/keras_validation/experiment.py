@@ -113,7 +113,7 @@ def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFra
                                                  "settings": settings})
               for s in scales for j in range(cfg.seeds)]
     with Tracker.for_run(cfg, f"keras-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, executor=cfg.executor, workers=cfg.workers, tracker=tracker, progress=cfg.progress,
+        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
                    desc="keras runs")
     keep = lambda df: df[df["scale"].isin(scales) & (df["seed_index"] < cfg.seeds)].reset_index(drop=True)  # noqa: E731
     runs = keep(store.table("runs", RUN_COLUMNS, sort=["scale", "seed_index"]))

@@ -100,7 +100,7 @@ def run_grid(cfg: FidelityConfig) -> pd.DataFrame:
     trials = [Trial(f"{j['mode']}/{j['scale_index']}/{j['seed_index']}", grid_trial,
                     {"child": child, "job": j, "epochs": cfg.epochs}) for j in grid_jobs(cfg)]
     with Tracker.for_run(cfg, f"fidelity-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, executor=cfg.executor, workers=cfg.workers, tracker=tracker,
+        run_trials(store, trials, **cfg.execution(), tracker=tracker,
                    progress=cfg.progress, desc="grid networks")
     runs = store.table("runs", RUN_COLUMNS, sort=["mode", "scale_index", "seed_index", "epoch"])
     wanted = {t.key for t in trials}

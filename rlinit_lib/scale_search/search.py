@@ -93,7 +93,7 @@ def run_search(cfg: SearchConfig, *, evaluator=None) -> SearchResult:
     with Tracker.for_run(cfg, f"search-seed{cfg.seed}") as tracker:
         def train(items: list[tuple[str, float, int, int]]) -> dict[str, dict]:
             trials = [Trial(key, fn, {"child": child, "scale": s, "epochs": e, "seed": sd}) for key, s, e, sd in items]
-            out = run_trials(store, trials, executor=cfg.executor, workers=cfg.workers, tracker=tracker)
+            out = run_trials(store, trials, **cfg.execution(), tracker=tracker)
             return {k: v["children"][0] for k, v in out.items()}
 
         def evaluate(proposals, steps, seeds):

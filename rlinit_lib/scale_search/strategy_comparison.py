@@ -100,7 +100,7 @@ def run_comparison(cfg: ComparisonConfig, reward_fn: Callable | None = None):
                       "settings": settings, "reward_fn": reward_fn})
                for name in cfg.strategies for rep in range(cfg.repeats)]
     with Tracker.for_run(cfg, f"strategies-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, executor=cfg.executor, workers=cfg.workers, tracker=tracker, progress=cfg.progress,
+        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
                    desc="reference points and strategy runs")
     reference = store.table("reference", ["scale", "seed_index", "reward"], sort=["seed_index", "scale"])
     reference = reference[reference["seed_index"] < cfg.reference_seeds].reset_index(drop=True)

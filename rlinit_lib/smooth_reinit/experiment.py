@@ -125,7 +125,7 @@ def run_dqn(cfg: SmoothReinitConfig) -> pd.DataFrame:
                             {"runs": chunk, "configs": [cfg.dqn_config(v, s).to_dict() for v, s in chunk],
                              "batched": cfg.dqn_batched, "device": cfg.dqn_device}, units=keys))
     with Tracker.for_run(cfg, f"smooth-reinit-dqn-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, executor=cfg.executor, workers=cfg.workers, tracker=tracker, progress=cfg.progress,
+        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
                    desc="DQN trials")
     df = store.table("dqn_returns", DQN_COLUMNS, sort=["variant", "seed", "episode"])
     df = df[[(v, s) in set(units) for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
@@ -162,7 +162,7 @@ def run_gpt(cfg: SmoothReinitConfig) -> pd.DataFrame:
     trials = [Trial(f"gpt/{v}/{s}", gpt_trial, {"variant": v, "seed": s, "gpt": cfg.gpt_config(s).to_dict(),
                                                  "sigma": cfg.gpt_sigma, "text_path": cfg.text_path}) for v, s in keys]
     with Tracker.for_run(cfg, f"smooth-reinit-gpt-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, executor=cfg.executor, workers=cfg.workers, tracker=tracker, progress=cfg.progress,
+        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
                    desc="GPT runs")
     df = store.table("gpt_losses", GPT_COLUMNS, sort=["variant", "seed", "iter"])
     df = df[[(v, s) in set(keys) for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
