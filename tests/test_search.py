@@ -102,7 +102,7 @@ def test_changed_configuration_in_same_output_dir_is_refused(tmp_path):
     ({"activation": "elu"}, r"^activation must be one of 'silu', 'relu', 'gelu', 'tanh' \(got 'elu'\)$"),
     ({"wandb_mode": "cloud"}, r"^wandb_mode must be one of 'offline', 'online', 'disabled'"),
     ({"device": "tpu"}, r"^device must be"),
-    ({"executor": "threads"}, r"^executor must be one of 'serial', 'processes' \(got 'threads'\)$"),
+    ({"executor": "threads"}, r"^executor must be one of 'serial', 'processes', 'ray' \(got 'threads'\)$"),
     ({"workers": 0}, r"^workers must be an integer >= 1 \(got 0\)$"),
     ({"episodez": 3}, r"^unknown parameter 'episodez' for 01_search; known parameters: "),
 ])
