@@ -159,9 +159,14 @@ class RunStore:
             out.setdefault(tbl, []).append(json.loads(data))
         return out
 
-    def table(self, name: str, columns: list[str] | None = None, sort: list[str] | None = None) -> pd.DataFrame:
-        """Every row of table ``name`` (in the order written, or sorted by ``sort``)."""
-        rows = [json.loads(r[0]) for r in self.db.execute("SELECT data FROM rows WHERE tbl = ? ORDER BY id", (name,))]
+    def table(self, name: str, columns: list[str] | None = None, sort: list[str] | None = None,
+              trials: Iterable[str] | None = None) -> pd.DataFrame:
+        """The rows of table ``name`` (all, or those written by ``trials``; in the order written, or sorted
+        by ``sort``)."""
+        keep = None if trials is None else set(trials)
+        rows = [json.loads(data) for trial, data in
+                self.db.execute("SELECT trial, data FROM rows WHERE tbl = ? ORDER BY id", (name,))
+                if keep is None or trial in keep]
         df = pd.DataFrame(rows, columns=columns) if columns is not None or not rows else pd.DataFrame(rows)
         if sort and len(df):
             df = df.sort_values(sort, kind="stable").reset_index(drop=True)

@@ -203,3 +203,12 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
         raise TrialsFailed(f"{len(failed)} of {len(todo)} trials failed (first: {failed[0][0]}: {failed[0][1]}); "
                            "finished trials are saved in the run store, and running again retries only the failed ones")
     return {t.key: store.trial_rows(t.key) for t in trials}
+
+
+def run_config_trials(cfg, store, trials: Sequence[Trial], name: str, desc: str = "trials") -> dict[str, dict]:
+    """``run_trials`` with a notebook config's executor, tracking and progress settings (``RunFields``);
+    ``name`` names the tracked run."""
+    from rlinit_lib.core.tracking import Tracker
+
+    with Tracker.for_run(cfg, name) as tracker:
+        return run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress, desc=desc)

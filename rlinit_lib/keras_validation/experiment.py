@@ -23,8 +23,7 @@ from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.runtime import derive_seed, environment_info, seed_everything
 from rlinit_lib.core.stats import bootstrap_difference, mean_ci, transfer_agreement, welch
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.tracking import Tracker
-from rlinit_lib.core.trials import Trial, run_trials
+from rlinit_lib.core.trials import Trial, run_config_trials
 
 S_PROXY_FALLBACK = 1.25  # the dissertation's s_proxy
 RUN_COLUMNS = ["scale", "seed_index", "seed", "final_val_accuracy", "best_val_accuracy", "final_val_loss"]
@@ -112,12 +111,10 @@ def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFra
     trials = [Trial(f"{s!r}/{j}", keras_trial, {"scale": s, "seed_index": j, "seed": derive_seed(cfg.seed, j),
                                                  "settings": settings})
               for s in scales for j in range(cfg.seeds)]
-    with Tracker.for_run(cfg, f"keras-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
-                   desc="keras runs")
-    keep = lambda df: df[df["scale"].isin(scales) & (df["seed_index"] < cfg.seeds)].reset_index(drop=True)  # noqa: E731
-    runs = keep(store.table("runs", RUN_COLUMNS, sort=["scale", "seed_index"]))
-    histories = keep(store.table("histories", sort=["scale", "seed_index", "epoch"]))
+    run_config_trials(cfg, store, trials, f"keras-seed{cfg.seed}", "keras runs")
+    keys = [t.key for t in trials]
+    runs = store.table("runs", RUN_COLUMNS, sort=["scale", "seed_index"], trials=keys)
+    histories = store.table("histories", sort=["scale", "seed_index", "epoch"], trials=keys)
     store.export("runs", runs)
     store.export("histories", histories)
     store.close()

@@ -19,8 +19,7 @@ from rlinit_lib.core.params import (Choice, Float, Int, ListOf, ParameterError, 
                                     check_scale_range, param)
 from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device, seed_everything
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.tracking import Tracker
-from rlinit_lib.core.trials import Trial, run_trials
+from rlinit_lib.core.trials import Trial, run_config_trials
 from rlinit_lib.initialisation.theory import critical_scales
 from rlinit_lib.scale_search.child import ChildTraining, train_child
 from rlinit_lib.scale_search.fidelity_stats import (describe, horizon_report, seeds_needed, signal_to_noise,
@@ -99,15 +98,12 @@ def run_grid(cfg: FidelityConfig) -> pd.DataFrame:
     child = cfg.child()
     trials = [Trial(f"{j['mode']}/{j['scale_index']}/{j['seed_index']}", grid_trial,
                     {"child": child, "job": j, "epochs": cfg.epochs}) for j in grid_jobs(cfg)]
-    with Tracker.for_run(cfg, f"fidelity-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, **cfg.execution(), tracker=tracker,
-                   progress=cfg.progress, desc="grid networks")
-    runs = store.table("runs", RUN_COLUMNS, sort=["mode", "scale_index", "seed_index", "epoch"])
-    wanted = {t.key for t in trials}
-    runs = runs[[f"{m}/{i}/{j}" in wanted for m, i, j in zip(runs["mode"], runs["scale_index"], runs["seed_index"])]]
+    run_config_trials(cfg, store, trials, f"fidelity-seed{cfg.seed}", "grid networks")
+    runs = store.table("runs", RUN_COLUMNS, sort=["mode", "scale_index", "seed_index", "epoch"],
+                       trials=[t.key for t in trials])
     store.export("runs", runs)
     store.close()
-    return runs.reset_index(drop=True)
+    return runs
 
 
 def accuracy_array(runs: pd.DataFrame, mode: str) -> np.ndarray:

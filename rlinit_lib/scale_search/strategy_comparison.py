@@ -25,8 +25,7 @@ from rlinit_lib.core.plots import LINESTYLES, band
 from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device, seed_everything
 from rlinit_lib.core.stats import paired_difference
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.tracking import Tracker
-from rlinit_lib.core.trials import Trial, run_trials
+from rlinit_lib.core.trials import Trial, run_config_trials
 from rlinit_lib.scale_search.child import ChildTraining, result_row, train_child
 from rlinit_lib.scale_search.strategies import STRATEGIES, make_strategy, run_strategy
 
@@ -99,14 +98,10 @@ def run_comparison(cfg: ComparisonConfig, reward_fn: Callable | None = None):
                      {"child": child, "name": name, "repeat": rep, "seed": derive_seed(cfg.seed, rep),
                       "settings": settings, "reward_fn": reward_fn})
                for name in cfg.strategies for rep in range(cfg.repeats)]
-    with Tracker.for_run(cfg, f"strategies-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
-                   desc="reference points and strategy runs")
-    reference = store.table("reference", ["scale", "seed_index", "reward"], sort=["seed_index", "scale"])
-    reference = reference[reference["seed_index"] < cfg.reference_seeds].reset_index(drop=True)
-    histories = store.table("histories", sort=["strategy", "repeat", "step"])
-    histories = histories[histories["strategy"].isin(cfg.strategies) & (histories["repeat"] < cfg.repeats)]
-    histories = histories.reset_index(drop=True)
+    run_config_trials(cfg, store, trials, f"strategies-seed{cfg.seed}", "reference points and strategy runs")
+    keys = [t.key for t in trials]
+    reference = store.table("reference", ["scale", "seed_index", "reward"], sort=["seed_index", "scale"], trials=keys)
+    histories = store.table("histories", sort=["strategy", "repeat", "step"], trials=keys)
     store.export("reference", reference)
     store.export("histories", histories)
     store.close()

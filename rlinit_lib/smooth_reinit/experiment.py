@@ -26,8 +26,7 @@ from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.runtime import device_rule, environment_info, pick_device, seed_everything
 from rlinit_lib.core.stats import mean_ci, welch, wilson_interval
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.tracking import Tracker
-from rlinit_lib.core.trials import Trial, run_trials
+from rlinit_lib.core.trials import Trial, run_config_trials
 from rlinit_lib.smooth_reinit.char_gpt import CharData, GPTConfig, load_text, train_char_gpt
 from rlinit_lib.smooth_reinit.dqn import DQNConfig, train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
@@ -124,9 +123,8 @@ def run_dqn(cfg: SmoothReinitConfig) -> pd.DataFrame:
         trials.append(Trial(keys[0] if len(keys) == 1 else f"dqn-chunk/{keys[0]}/{len(keys)}", dqn_trial,
                             {"runs": chunk, "configs": [cfg.dqn_config(v, s).to_dict() for v, s in chunk],
                              "batched": cfg.dqn_batched, "device": cfg.dqn_device}, units=keys))
-    with Tracker.for_run(cfg, f"smooth-reinit-dqn-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
-                   desc="DQN trials")
+    run_config_trials(cfg, store, trials, f"smooth-reinit-dqn-seed{cfg.seed}", "DQN trials")
+    # chunks of earlier runs may hold these runs: keep the rows of every wanted (variant, seed)
     df = store.table("dqn_returns", DQN_COLUMNS, sort=["variant", "seed", "episode"])
     df = df[[(v, s) in set(units) for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
     store.export("dqn_returns", df)
@@ -161,11 +159,8 @@ def run_gpt(cfg: SmoothReinitConfig) -> pd.DataFrame:
     keys = [(v, cfg.seed + s) for v in cfg.gpt_variants for s in range(cfg.gpt_seeds)]
     trials = [Trial(f"gpt/{v}/{s}", gpt_trial, {"variant": v, "seed": s, "gpt": cfg.gpt_config(s).to_dict(),
                                                  "sigma": cfg.gpt_sigma, "text_path": cfg.text_path}) for v, s in keys]
-    with Tracker.for_run(cfg, f"smooth-reinit-gpt-seed{cfg.seed}") as tracker:
-        run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress,
-                   desc="GPT runs")
-    df = store.table("gpt_losses", GPT_COLUMNS, sort=["variant", "seed", "iter"])
-    df = df[[(v, s) in set(keys) for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
+    run_config_trials(cfg, store, trials, f"smooth-reinit-gpt-seed{cfg.seed}", "GPT runs")
+    df = store.table("gpt_losses", GPT_COLUMNS, sort=["variant", "seed", "iter"], trials=[t.key for t in trials])
     store.export("gpt_losses", df)
     store.close()
     return df
