@@ -26,5 +26,6 @@ test: install
 	$(BIN)/python -m rlinit_lib.run_notebooks --profile smoke --prepare-only build/nbval --outputs-root build/nbval/outputs
 	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider
 
+# Jupyter refuses to run as root (containers) unless told; the flag is added only for root
 lab: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
