@@ -51,7 +51,3 @@ def band_plot(ax, data: pd.DataFrame, x: str, y: str, replicate: str, group: str
     if group is not None:
         ax.legend(fontsize=7)
     return ax
-
-
-def save_figure(fig, path) -> None:
-    fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -124,10 +124,6 @@ class RunStore:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
-    def set_meta(self, key: str, value) -> None:
-        with self.transaction():
-            self._set(key, value)
-
     # ---- trials ----
     def finished(self) -> set[str]:
         """Every finished unit key."""

@@ -42,10 +42,6 @@ class ChildTraining(Config):
         return {k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "batch_size",
                                               "lr", "activation", "device")}
 
-    def load_data(self):
-        return load_cached(self.dataset, self.data_root, self.train_subset, self.test_subset,
-                           str(pick_device(self.device)))
-
 
 def train_child(child: dict, scale: float, epochs: int, seed: int, eval_every_epoch: bool = False) -> TrainResult:
     """Train one SimpleCNN at He scale ``scale`` for ``epochs`` with ``seed`` (the proxy of Sec. 4.2.1)."""
