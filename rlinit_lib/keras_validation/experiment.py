@@ -78,7 +78,9 @@ def to_keras_arrays(data: ImageData):
 
 @functools.lru_cache(maxsize=2)
 def _keras_arrays(dataset: str, root: str, train_subset, test_subset):
-    return to_keras_arrays(load_cached(dataset, root, train_subset, test_subset, "cpu")), 10
+    """The dataset as Keras arrays and its number of classes, converted once per process."""
+    data = load_cached(dataset, root, train_subset, test_subset, "cpu")
+    return to_keras_arrays(data), data.num_classes
 
 
 def keras_trial(scale: float, seed_index: int, seed: int, settings: dict) -> dict:
