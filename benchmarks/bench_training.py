@@ -1,15 +1,18 @@
 """Side-by-side timing of child-network training (issue: fast evaluation).
 
-    python -m benchmarks.bench_training --dataset synthetic --train-subset 5000 --ks 1 4 8
+    python -m benchmarks.bench_training --dataset fashion_mnist --train-subset 5000 --threads 1 --repeat 5
 
 Times, in one run on the same machine and data:
   (a) the dissertation's loop: a torchvision-style dataset doing per-image
       PIL -> ToTensor -> Normalize, DataLoader(batch 128, shuffle, num_workers=0), one model;
-  (b) this library's single-model path (``train_and_evaluate``: resident uint8 data);
-  (c) the batched path (``train_many``) for each K.
-Each reports seconds per model-epoch (training plus its share of the final test
-evaluation), the speed-up over (a), and peak GPU memory on CUDA. Results are printed
-and written to ``outputs/bench/`` (JSON + markdown) with device, versions and date.
+  (b) this library's single-model path (``train_and_evaluate``: resident uint8 data, channels_last),
+      in fp32 and with bf16 autocast;
+  (c) the batched path (``train_many``, vmap) for each K given, in both precisions.
+``--repeat N`` runs every path N times, alternating the order, and reports medians. Each path
+reports wall and process-CPU seconds per model-epoch (training plus its share of the final test
+evaluation), the speed-up over (a), and peak GPU memory on CUDA. On the CPU it first prints what
+oneDNN reports (its ISA and the convolution kernels it picked for fp32 and bf16). Results are
+written to ``outputs/bench/`` (JSON + markdown) with device, versions, CPU flags and date.
 """
 from __future__ import annotations
 
@@ -76,15 +79,46 @@ def dissertation_loop(data: ImageData, epochs: int, device: torch.device, seed: 
 
 
 def _timed(fn, device):
+    """(wall seconds, process CPU seconds, result, peak GPU MiB) of ``fn()``."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    return time.perf_counter() - t, out, peak
+    return time.perf_counter() - t, time.process_time() - c, out, peak
+
+
+ISA_PROBE = """
+import torch
+x = torch.randn(64, 32, 16, 16).contiguous(memory_format=torch.channels_last)
+conv = torch.nn.Conv2d(32, 32, 3, padding=1).to(memory_format=torch.channels_last)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    conv(x)
+conv(x)
+"""
+
+
+def onednn_isa() -> dict:
+    """What oneDNN reports on this CPU (``ONEDNN_VERBOSE``): its ISA line and the kernels it ran for a small
+    fp32 and bf16 convolution (e.g. ``brg_conv_fwd:avx10_1_512_amx`` on AMX machines)."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", ISA_PROBE], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "ONEDNN_VERBOSE": "1", "OMP_NUM_THREADS": "1"}).stdout
+    isa = next((line.split("isa:", 1)[1].strip() for line in out.splitlines() if "isa:" in line), "unknown")
+    kernels = {}
+    for line in out.splitlines():
+        parts = line.split(",")
+        if len(parts) > 6 and parts[0] == "onednn_verbose" and "convolution" in parts:
+            i = parts.index("convolution")
+            dtype = "bf16" if "bf16" in line else "fp32"
+            kernels.setdefault(dtype, parts[i + 1])
+    return {"isa": isa, "conv_kernels": kernels}
 
 
 def save_report(out: str, stem: str, report: dict, header: list, rows: list) -> None:
@@ -111,46 +145,69 @@ def main(argv=None) -> dict:
     ap.add_argument("--test-subset", type=int, default=None)
     ap.add_argument("--synthetic-train", type=int, default=50_000)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--ks", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--ks", type=int, nargs="*", default=[], help="K for the batched path (c), e.g. 8 32 on a GPU")
     ap.add_argument("--baseline-epochs", type=int, default=1, help="epochs for the slow loop (a)")
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                    help="precisions of the library's paths (b) and (c)")
+    ap.add_argument("--repeat", type=int, default=1, help="alternated repeats of every path; medians are reported")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="outputs/bench")
     args = ap.parse_args(argv)
-    if args.epochs < 1 or args.baseline_epochs < 1 or min(args.ks) < 1:
-        raise SystemExit("epochs, baseline-epochs and every K must be >= 1")
+    if args.epochs < 1 or args.baseline_epochs < 1 or args.repeat < 1 or min(args.ks, default=1) < 1:
+        raise SystemExit("epochs, baseline-epochs, repeat and every K must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = pick_device(args.device)
+    isa = onednn_isa() if device.type == "cpu" else {}
+    if isa:
+        print(f"oneDNN: {isa['isa']}; convolution kernels: {isa['conv_kernels']}", flush=True)
     data = load_dataset(args.dataset, args.data_root, train_subset=args.train_subset, test_subset=args.test_subset,
                         synthetic_train=args.synthetic_train, synthetic_test=10_000)
-    print(f"{data} on {device}", flush=True)
+    print(f"{data} on {device}, {torch.get_num_threads()} threads", flush=True)
     resident = data.to(device)
-    train_and_evaluate(1.0, 1, ImageData(data.name, resident.x_train[:256], resident.y_train[:256],
-                                         resident.x_test[:256], resident.y_test[:256]), seed=0)  # warm-up
-    rows = []
+    warm = ImageData(data.name, resident.x_train[:256], resident.y_train[:256], resident.x_test[:256],
+                     resident.y_test[:256])
+    for p in args.precisions:
+        train_and_evaluate(1.0, 1, warm, seed=0, precision=p)
 
-    def record(name, k, epochs, seconds, acc, peak):
-        per = seconds / (k * epochs)
-        rows.append({"path": name, "K": k, "epochs": epochs, "seconds": seconds, "s_per_model_epoch": per,
-                     "accuracy": acc, "peak_gpu_MiB": peak})
-        print(f"{name:<28} K={k:<4} {per:9.4f} s/model-epoch  acc={acc:.4f}"
-              + (f"  peak={peak:.0f} MiB" if peak is not None else ""), flush=True)
-
-    sec, acc, peak = _timed(lambda: dissertation_loop(data, args.baseline_epochs, device), device)
-    record("(a) dissertation loop", 1, args.baseline_epochs, sec, acc, peak)
-    sec, res, peak = _timed(lambda: train_and_evaluate(1.0, args.epochs, resident, seed=0), device)
-    record("(b) single-model resident", 1, args.epochs, sec, res.test_accuracy, peak)
+    paths = [("(a) dissertation loop", 1, args.baseline_epochs,
+              lambda: dissertation_loop(data, args.baseline_epochs, device))]
+    for p in args.precisions:
+        paths.append((f"(b) resident, {p}", 1, args.epochs,
+                      lambda p=p: train_and_evaluate(1.0, args.epochs, resident, seed=0, precision=p).test_accuracy))
     for k in args.ks:
         scales = list(np.linspace(0.8, 1.4, k)) if k > 1 else [1.0]
-        sec, res, peak = _timed(lambda: train_many(scales, args.epochs, resident, seeds=list(range(k))), device)
-        record("(c) batched (vmap)", k, args.epochs, sec, float(np.nanmean([r.test_accuracy for r in res])), peak)
-
-    base = rows[0]["s_per_model_epoch"]
+        for p in args.precisions:
+            paths.append((f"(c) batched (vmap), {p}", k, args.epochs, lambda scales=scales, k=k, p=p: float(np.nanmean(
+                [r.test_accuracy for r in train_many(scales, args.epochs, resident, seeds=list(range(k)),
+                                                     mechanism="vmap", precision=p)]))))
+    runs = {name: [] for name, *_ in paths}
+    for r in range(args.repeat):
+        order = paths[r % len(paths):] + paths[:r % len(paths)]   # alternate who goes first
+        for name, k, epochs, fn in order:
+            wall, cpu, acc, peak = _timed(fn, device)
+            runs[name].append({"wall": wall / (k * epochs), "cpu": cpu / (k * epochs), "accuracy": acc, "peak": peak})
+            print(f"repeat {r}: {name:<28} K={k:<4} {runs[name][-1]['wall']:9.4f} s/model-epoch wall, "
+                  f"{runs[name][-1]['cpu']:9.4f} CPU  acc={acc:.4f}", flush=True)
+    rows = []
+    for name, k, epochs, _ in paths:
+        rs = runs[name]
+        rows.append({"path": name, "K": k, "epochs": epochs, "s_per_model_epoch": float(np.median([x["wall"] for x in rs])),
+                     "cpu_s_per_model_epoch": float(np.median([x["cpu"] for x in rs])), "accuracy": rs[-1]["accuracy"],
+                     "peak_gpu_MiB": rs[-1]["peak"], "repeats": rs})
+    base, base_cpu = rows[0]["s_per_model_epoch"], rows[0]["cpu_s_per_model_epoch"]
     for r in rows:
         r["speedup_vs_a"] = base / r["s_per_model_epoch"]
-    report = {"rows": rows, "args": vars(args), "data": repr(data), "environment": environment_info(device)}
+        r["cpu_speedup_vs_a"] = base_cpu / r["cpu_s_per_model_epoch"]
+    report = {"rows": rows, "args": vars(args), "data": repr(data), "onednn": isa,
+              "environment": environment_info(device)}
     save_report(args.out, f"bench-{device.type}", report,
-                ["path", "K", "s per model-epoch", "x vs (a)", "accuracy", "peak GPU MiB"],
-                [[r["path"], r["K"], f"{r['s_per_model_epoch']:.4f}", f"{r['speedup_vs_a']:.2f}", f"{r['accuracy']:.4f}",
+                ["path", "K", "wall s per model-epoch", "x vs (a)", "CPU s per model-epoch", "x vs (a), CPU",
+                 "accuracy", "peak GPU MiB"],
+                [[r["path"], r["K"], f"{r['s_per_model_epoch']:.4f}", f"{r['speedup_vs_a']:.2f}",
+                  f"{r['cpu_s_per_model_epoch']:.4f}", f"{r['cpu_speedup_vs_a']:.2f}", f"{r['accuracy']:.4f}",
                   _mib(r["peak_gpu_MiB"])] for r in rows])
     return report
 

@@ -2,13 +2,15 @@
 whole profile before the first notebook starts.
 
 The notebooks run in this order; a later one may read an earlier one's results from the profile's
-output root (``core.notebook.upstream_dir``): 03 reads 01's best scale and 02's proxy curve.
+output root (``core.notebook.upstream_dir``): 03 reads 01's best scale and 02's proxy curve, 06 reads
+02's best scale from its run store.
 """
 from __future__ import annotations
 
 from rlinit_lib.core.data import load_dataset
 from rlinit_lib.core.params import Config
 from rlinit_lib.keras_validation.experiment import KerasValidationConfig
+from rlinit_lib.scale_search.init_methods import InitMethodsConfig
 from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig
 from rlinit_lib.scale_search.search import SearchConfig
 from rlinit_lib.scale_search.strategy_comparison import ComparisonConfig
@@ -21,6 +23,7 @@ NOTEBOOKS: dict[str, type[Config]] = {
     "03_keras_validation": KerasValidationConfig,
     "04_smooth_reinit": SmoothReinitConfig,
     "05_search_strategies": ComparisonConfig,
+    "06_init_methods": InitMethodsConfig,
 }
 
 

@@ -95,7 +95,7 @@ def test_wait_fraction_changes_the_schedule_not_the_results():
 def test_bad_batched_arguments():
     with pytest.raises(ParameterError, match=r"^runs must share lr to be batched \(got \[0\.0001, 0\.0005\]\)$"):
         train_dqn_batched([DQNConfig(), DQNConfig(lr=1e-4)])
-    with pytest.raises(ParameterError, match=r"^wait_fraction must be a number > 0 and <= 1 \(got 0.0\)$"):
+    with pytest.raises(ParameterError, match=r"^wait_fraction must be a number > 0 and <= 1 \(got 0\)$"):
         train_dqn_batched([DQNConfig()], wait_fraction=0)
     with pytest.raises(ParameterError, match=r"^runs must be a non-empty list of DQNConfig"):
         train_dqn_batched([])

@@ -83,7 +83,7 @@ def small_cfg(tmp_path, **kw):
     base = dict(min_scale=0.5, max_scale=1.5, n_scales=3, seeds=2, crn_seeds=2, epochs=2, horizons=[1], proxy_horizon=1,
                 compare_scales=[1.0, 1.5],
                 dataset="synthetic", train_subset=256, test_subset=128, bootstrap=100, device="cpu",
-                wandb_mode="disabled", progress=False, output_dir=str(tmp_path / "g"))
+                wandb_mode="disabled", progress=False, executor="serial", output_dir=str(tmp_path / "g"))
     return FidelityConfig(**(base | kw))
 
 

@@ -48,7 +48,7 @@ def test_tiny_fit_on_torch_backend_statistics_and_report(tmp_path):
     assert keras.backend.backend() == "torch"
     # Keras on CPU: ~6 s per epoch of 512 images here, so keep it tiny
     cfg = KerasValidationConfig(s_proxy=1.25, seeds=2, epochs=1, dataset="synthetic", train_subset=128, test_subset=64,
-                                wandb_mode="disabled", progress=False, output_dir=str(tmp_path / "k"))
+                                wandb_mode="disabled", progress=False, executor="serial", output_dir=str(tmp_path / "k"))
     runs, hist = run_validation(cfg)
     assert len(runs) == 4 and set(runs["scale"]) == {1.0, 1.25} and len(hist) == 4
     assert runs["final_val_accuracy"].between(0, 1).all()

@@ -14,7 +14,7 @@ CALLS = []
 
 def cfg(tmp_path, name, **kw):
     base = dict(episodes=4, epochs=1, dataset="synthetic", train_subset=256, test_subset=128, recheck_seeds=2,
-                device="cpu", wandb_mode="disabled", progress=False, output_dir=str(tmp_path / name))
+                device="cpu", wandb_mode="disabled", progress=False, executor="serial", output_dir=str(tmp_path / name))
     return SearchConfig(**(base | kw))
 
 
@@ -102,8 +102,8 @@ def test_changed_configuration_in_same_output_dir_is_refused(tmp_path):
     ({"activation": "elu"}, r"^activation must be one of 'silu', 'relu', 'gelu', 'tanh' \(got 'elu'\)$"),
     ({"wandb_mode": "cloud"}, r"^wandb_mode must be one of 'offline', 'online', 'disabled'"),
     ({"device": "tpu"}, r"^device must be"),
-    ({"executor": "threads"}, r"^executor must be one of 'serial', 'processes', 'ray' \(got 'threads'\)$"),
-    ({"workers": 0}, r"^workers must be an integer >= 1 \(got 0\)$"),
+    ({"executor": "threads"}, r"^executor must be one of 'auto', 'serial', 'processes', 'ray' \(got 'threads'\)$"),
+    ({"workers": 0}, r"^workers must be None or an integer >= 1 \(got 0\)$"),
     ({"episodez": 3}, r"^unknown parameter 'episodez' for 01_search; known parameters: "),
 ])
 def test_invalid_parameters_fail_with_one_line(values, msg):

@@ -16,7 +16,7 @@ GPT_TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16, "max_iter
 
 def cfg(tmp_path, **kw):
     base = dict(dqn_variants=["eps0", "eps0_last_noise"], dqn_seeds=2, dqn_episodes=5, gpt_variants=["baseline",
-                "noise_last_mlp_proj"], gpt_seeds=2, gpt_overrides=GPT_TINY, text_path=TINY, progress=False,
+                "noise_last_mlp_proj"], gpt_seeds=2, gpt_overrides=GPT_TINY, text_path=TINY, progress=False, executor="serial",
                 output_dir=str(tmp_path / "o"))
     return SmoothReinitConfig(**(base | kw)).validate()
 
@@ -44,8 +44,8 @@ def test_a_dqn_only_run_leaves_the_gpt_tables_empty(tmp_path):
 
 def test_dqn_runs_resume_without_repeats(tmp_path):
     c = cfg(tmp_path)
-    first = run_dqn(cfg(tmp_path, dqn_seeds=2, dqn_variants=["eps0"]))
-    both = run_dqn(c)
+    first = run_dqn(cfg(tmp_path, dqn_seeds=2, dqn_variants=["eps0"])).returns
+    both = run_dqn(c).returns
     assert len(first) == 2 * 5 and len(both) == 2 * 2 * 5
     assert not both.duplicated(["variant", "seed", "episode"]).any()
     m = dqn_metrics(both)
@@ -54,11 +54,13 @@ def test_dqn_runs_resume_without_repeats(tmp_path):
 
 def test_batched_and_one_at_a_time_dqn_runs_write_the_same_table(tmp_path):
     kw = dict(dqn_variants=["eps0_skip_middle_noise", "eps0_last_reset"], dqn_episodes=12, dqn_chunk=3)
-    batched = run_dqn(cfg(tmp_path / "b", **kw))
-    faithful = run_dqn(cfg(tmp_path / "f", dqn_batched=False, **kw))
+    batched = run_dqn(cfg(tmp_path / "b", diag_every=3, **kw))
+    faithful = run_dqn(cfg(tmp_path / "f", dqn_batched=False, diag_every=3, **kw))
     key = ["variant", "seed", "episode"]
-    pd.testing.assert_frame_equal(batched.sort_values(key).reset_index(drop=True),
-                                  faithful.sort_values(key).reset_index(drop=True))
+    for name in ("returns", "diagnostics"):   # diagnostics too: the same weights at the same checkpoints
+        pd.testing.assert_frame_equal(getattr(batched, name).sort_values(key).reset_index(drop=True),
+                                      getattr(faithful, name).sort_values(key).reset_index(drop=True))
+    assert len(batched.diagnostics) == 2 * 2 * (12 // 3 + 1)
 
 
 def test_gpt_runs_place_noise_in_the_last_block(tmp_path):
@@ -86,3 +88,11 @@ def test_bad_smooth_reinit_parameters(tmp_path):
         cfg(tmp_path, dqn_device="gpu0")
     with pytest.raises(ParameterError, match=r"^unknown parameter 'layers' for char_gpt"):
         cfg(tmp_path, gpt_overrides={"layers": 2})
+    with pytest.raises(ParameterError, match=r"^dormant_tau must be a number > 0 and < 1 \(got 1.0\)$"):
+        cfg(tmp_path, dormant_tau=1.0)
+    with pytest.raises(ParameterError, match=r"^diag_every must be an integer >= 1 \(got 0\)$"):
+        cfg(tmp_path, diag_every=0)
+    with pytest.raises(ParameterError, match=r"^redo_every must be an integer >= 1 \(got -5\)$"):
+        cfg(tmp_path, redo_every=-5)
+    with pytest.raises(ParameterError, match=r"^dqn_variants must be one of .*\(got 'eps0_dropout'\)$"):
+        cfg(tmp_path, dqn_variants=["eps0", "eps0_dropout"])

@@ -102,3 +102,18 @@ def test_run_trials_skips_finished_records_failures_and_executors_agree(tmp_path
         run_trials(s, trials)   # the failed trial is not in this list; the others are finished already
     with pytest.raises(ParameterError, match=r"^trials must have distinct keys \(got 1 repeated\)$"):
         run_trials(RunStore(tmp_path / "dup", "sq", {}), trials + trials[:1])
+
+
+def test_executor_auto_runs_cpu_trials_in_one_single_thread_process_per_core(monkeypatch):
+    import os
+
+    from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    cpu = FidelityConfig(device="cpu").execution()
+    assert cpu["executor"] == "processes" and cpu["workers"] == 4 and cpu["trial_cpus"] == 1.0
+    assert FidelityConfig(device="cpu", trial_cpus=2).execution()["workers"] == 2
+    assert FidelityConfig(device="cpu", workers=1).execution()["executor"] == "serial"
+    assert FidelityConfig(device="cpu", executor="serial").execution()["executor"] == "serial"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert FidelityConfig(device="cpu").execution()["executor"] == "serial"   # one core: nothing to spread over

@@ -75,7 +75,7 @@ def fail_if_called(*args):
 
 def test_repeats_are_paired_and_the_verdict_is_a_paired_test(tmp_path):
     cfg = ComparisonConfig(strategies=["reinforce", "random", "grid"], repeats=4, budget=28, epochs=7,
-                           reference_scales=15, reference_seeds=2, checkpoints=[1.0], wandb_mode="disabled",
+                           reference_scales=15, reference_seeds=2, checkpoints=[1.0], wandb_mode="disabled", executor="serial",
                            output_dir=str(tmp_path / "c"), progress=False, device="cpu")
     reference, histories = run_comparison(cfg, reward_fn=toy_reward)
     for rep, h in histories.groupby("repeat"):   # step i of every strategy trains with the same seed
@@ -97,7 +97,8 @@ def test_repeats_are_paired_and_the_verdict_is_a_paired_test(tmp_path):
 
 def test_search_with_another_strategy_and_bad_name(tmp_path):
     cfg = SearchConfig(episodes=3, epochs=1, strategy="random", dataset="synthetic", train_subset=256, test_subset=128,
-                       recheck_seeds=0, device="cpu", wandb_mode="disabled", progress=False, output_dir=str(tmp_path / "r"))
+                       recheck_seeds=0, device="cpu", wandb_mode="disabled", progress=False, executor="serial",
+                       output_dir=str(tmp_path / "r"))
     r = run_search(cfg)
     assert len(r.table) == 3 and r.table["policy_std"].isna().all() and r.best["scale"] in set(r.table["scale"])
     with pytest.raises(ParameterError, match=r"^strategy must be one of 'reinforce', .*\(got 'bayes'\)$"):

@@ -6,7 +6,7 @@ from pathlib import Path
 TINY_TEXT = str(Path(__file__).parent / "data" / "tiny_text.txt")
 GPT_TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16, "max_iters": 6, "warmup_iters": 2,
             "eval_iters": 2, "eval_interval": 3}
-COMMON = {"wandb_mode": "disabled", "progress": False}
+COMMON = {"wandb_mode": "disabled", "progress": False, "executor": "serial"}
 TINY = {
     "01_search": dict(episodes=3, epochs=1, dataset="synthetic", train_subset=128, test_subset=64, recheck_seeds=2,
                       device="cpu", explorer=False),
@@ -21,7 +21,7 @@ TINY = {
                                  test_subset=64, device="cpu"),
 }
 TABLES = {"01_search": ["episodes", "recheck"], "02_proxy_fidelity": ["runs"], "03_keras_validation": ["runs"],
-          "04_smooth_reinit": ["dqn_returns", "gpt_losses"], "05_search_strategies": ["reference", "histories"]}
+          "04_smooth_reinit": ["dqn_returns", "dqn_diagnostics", "gpt_losses"], "05_search_strategies": ["reference", "histories"]}
 # a setting that changes results, and another value for it
 CHANGED = {"01_search": ("epochs", 2), "02_proxy_fidelity": ("epochs", 3), "03_keras_validation": ("epochs", 2),
            "04_smooth_reinit": ("dqn_episodes", 6), "05_search_strategies": ("budget", 4)}

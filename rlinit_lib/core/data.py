@@ -23,6 +23,7 @@ import torch
 from rlinit_lib.core.params import ParameterError, check_choice, check_int, check_optional_int
 
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
+DATASET_CHANNELS = {"cifar10": 3, "fashion_mnist": 1, "synthetic": 3}   # image channels, known before loading
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",

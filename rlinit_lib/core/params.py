@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import importlib
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -25,6 +26,7 @@ class ParameterError(ValueError):
 
 WANDB_MODES = ("offline", "online", "disabled")
 EXECUTORS = ("serial", "processes", "ray")
+EXECUTOR_CHOICES = ("auto",) + EXECUTORS   # auto: processes on a CPU with cores to spare, else serial
 RAY_INSTALL = "pip install -e '.[ray]' (or: pip install 'ray>=2.9')"
 
 
@@ -59,13 +61,11 @@ def check_float(name: str, value: Any, *, low: float | None = None, high: float 
     rng = " " + " and ".join(p for p in (lo, hi) if p) if (lo or hi) else ""
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     if not bad:
-        value = float(value)
-        if low is not None and (value <= low if low_open else value < low):
-            bad = True
-        if high is not None and (value >= high if high_open else value > high):
-            bad = True
+        v = float(value)
+        bad = (low is not None and (v <= low if low_open else v < low)) or \
+              (high is not None and (v >= high if high_open else v > high))
     if bad:
-        raise ParameterError(f"{name} must be a number{rng} (got {value!r})")
+        raise ParameterError(f"{name} must be a number{rng} (got {value!r})")   # the value as given
     return float(value)
 
 
@@ -222,8 +222,8 @@ class Config:
 
 
 def executor_rule(name: str, value) -> None:
-    """One of EXECUTORS; ``ray`` only where Ray can be imported (checked before any work)."""
-    check_choice(name, value, EXECUTORS)
+    """One of EXECUTOR_CHOICES; ``ray`` only where Ray can be imported (checked before any work)."""
+    check_choice(name, value, EXECUTOR_CHOICES)
     if value == "ray":
         try:
             importlib.import_module("ray")
@@ -245,8 +245,8 @@ class RunFields(Config):
     """Fields every notebook has: the seed, where trials run, tracking, and where results go."""
 
     seed: int = param(0, Int(low=0))
-    executor: str = param("serial", executor_rule, identity=False)       # serial | processes | ray
-    workers: int = param(2, Int(low=1), identity=False)                  # processes, or CPUs of a local Ray
+    executor: str = param("auto", executor_rule, identity=False)         # auto | serial | processes | ray
+    workers: int | None = param(None, Int(low=1, optional=True), identity=False)   # None: the usable CPU cores
     ray_address: str | None = param(None, ray_address_rule, identity=False)   # None: local Ray; auto; ray://host:port
     trial_cpus: float = param(1.0, Float(low=0.0, low_open=True), identity=False)   # Ray resources of one trial
     trial_gpus: float = param(0.0, Float(low=0.0), identity=False)       # fractions let trials share a GPU
@@ -257,6 +257,26 @@ class RunFields(Config):
     progress: bool = param(True, BOOL, identity=False)
 
     def execution(self) -> dict:
-        """The keyword arguments of ``core.trials.run_trials`` that say where trials run."""
-        return {"executor": self.executor, "workers": self.workers, "ray_address": self.ray_address,
+        """The keyword arguments of ``core.trials.run_trials`` that say where trials run.
+
+        ``workers`` None is the number of CPU cores this process may use, divided by ``trial_cpus``.
+        ``executor`` auto is ``processes`` when the trials train on the CPU (``device``, or ``dqn_device``)
+        and there are workers for two or more trials at once, else ``serial``: on the 2-core CPU two
+        single-thread processes train 02's grid 1.9x faster than one process (BENCHMARKS.md), and a
+        GPU's trials stay in this process unless asked."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = self.workers or max(1, int(cores // max(1.0, self.trial_cpus)))
+        executor = self.executor
+        if executor == "auto":
+            device = getattr(self, "device", None) or getattr(self, "dqn_device", "cpu")
+            on_cpu = device == "cpu" or (device == "auto" and not cuda_available())
+            executor = "processes" if on_cpu and workers >= 2 else "serial"
+        return {"executor": executor, "workers": workers, "ray_address": self.ray_address,
                 "trial_cpus": self.trial_cpus, "trial_gpus": self.trial_gpus, "trial_retries": self.trial_retries}
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (imported only when asked)."""
+    import torch
+
+    return torch.cuda.is_available()

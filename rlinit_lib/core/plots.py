@@ -7,6 +7,8 @@ curve uses :func:`band_plot`.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -26,7 +28,8 @@ def band(values: np.ndarray, bounds: tuple | None = None, n_boot: int = 1000, se
     rng = np.random.default_rng(seed)
     n = values.shape[1]
     idx = rng.integers(0, n, (n_boot, n))
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():   # a point that no replicate reached (a short run) stays NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
         boot = np.nanmean(values[:, idx], axis=2)          # [points, n_boot]
     q = 50 * (1 - confidence), 50 * (1 + confidence)
     lo, hi = np.nanpercentile(boot, q, axis=1) if n > 1 else (np.full_like(mean, np.nan),) * 2

@@ -19,12 +19,16 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def paired_difference(a, b, confidence: float = 0.95) -> dict:
-    """Mean of ``a - b`` over paired runs, its t interval and the paired t-test p-value."""
+def paired_difference(a, b, confidence: float = 0.95, bounds: tuple | None = None) -> dict:
+    """Mean of ``a - b`` over paired runs, its t interval and the paired t-test p-value. ``bounds``: the range
+    the difference can take (accuracies: (-1, 1)); the interval is intersected with it, which keeps its
+    coverage because the true difference lies inside."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     d = a - b
     d = d[np.isfinite(d)]
     m, lo, hi = mean_ci(d, confidence)
+    if bounds is not None and np.isfinite(lo):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     p = float(_st.ttest_1samp(d, 0.0).pvalue) if len(d) > 1 and np.ptp(d) > 0 else float("nan")
     return {"mean": m, "ci_low": lo, "ci_high": hi, "p_value": p, "n": int(len(d))}
 
@@ -44,6 +48,20 @@ def welch(a, b, confidence: float = 0.95) -> dict:
     half = float(_st.t.ppf(0.5 + confidence / 2, dof) * se)
     p = float(_st.ttest_ind(a, b, equal_var=False).pvalue) if se > 0 else float("nan")
     return {"mean": diff, "ci_low": diff - half, "ci_high": diff + half, "p_value": p, "dof": float(dof)}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate; NaN stays
+    NaN and is not counted). Compare the adjusted values with 0.05."""
+    p = np.asarray(p_values, float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

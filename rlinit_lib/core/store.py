@@ -23,7 +23,7 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -113,6 +113,11 @@ class RunStore:
         if old is None:
             self.write_json("environment.json", environment or {})
 
+    @classmethod
+    def for_config(cls, cfg, environment: Mapping | None = None) -> "RunStore":
+        """The store of a notebook config (``output_dir``, ``notebook``, ``identity()``, ``to_dict()``)."""
+        return cls(cfg.output_dir, cfg.notebook, cfg.identity(), cfg.to_dict(), environment)
+
     # ---- low level ----
     def transaction(self):
         return _Transaction(self.db)
@@ -193,6 +198,23 @@ class RunStore:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def read_run(output_dir: str | os.PathLike) -> tuple[dict, Callable[[str], pd.DataFrame]] | None:
+    """Another notebook's finished work, read-only: (its config, ``table(name) -> DataFrame``), or None when
+    ``output_dir`` holds no run store. Used by notebooks that build on an earlier one's results."""
+    path = Path(output_dir) / STORE_FILE
+    if not path.is_file():
+        return None
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    row = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+    config = json.loads(row[0]) if row else {}
+
+    def table(name: str) -> pd.DataFrame:
+        return pd.DataFrame([json.loads(d) for (d,) in
+                             db.execute("SELECT data FROM rows WHERE tbl = ? ORDER BY id", (name,))])
+
+    return config, table
 
 
 class _Transaction:

@@ -20,6 +20,7 @@ executor plugs in by adding a class with ``run(calls)`` to :data:`EXECUTORS`; th
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -56,20 +57,28 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def call_trial(fn: Callable, kwargs: dict, threads: int = 1) -> tuple[str, object, float]:
-    """Run one trial with ``threads`` torch threads; returns ("ok", tables, seconds) or ("error",
-    one-line message, seconds)."""
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run the block with ``threads`` torch threads (a trial, or a probe that must time what a trial runs)."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    start = time.perf_counter()
     try:
-        return "ok", fn(**kwargs), time.perf_counter() - start
-    except Exception as exc:  # a failing trial must not stop the others
-        return "error", one_line(exc), time.perf_counter() - start
+        yield
     finally:
         torch.set_num_threads(before)
+
+
+def call_trial(fn: Callable, kwargs: dict, threads: int = 1) -> tuple[str, object, float]:
+    """Run one trial with ``threads`` torch threads; returns ("ok", tables, seconds) or ("error",
+    one-line message, seconds)."""
+    with torch_threads(threads):
+        start = time.perf_counter()
+        try:
+            return "ok", fn(**kwargs), time.perf_counter() - start
+        except Exception as exc:  # a failing trial must not stop the others
+            return "error", one_line(exc), time.perf_counter() - start
 
 
 def trial_threads(trial_cpus: float) -> int:

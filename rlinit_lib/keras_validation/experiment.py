@@ -5,6 +5,8 @@ scaled to [0, 1], one-hot labels, Adam lr 1e-3, categorical cross-entropy, batch
 test set as validation data each epoch. Each (scale, seed) run is one trial of the run store (an
 interrupted run restarts from its first epoch). s_proxy comes from notebook 01's results in the same
 profile; the transfer check compares the measured accuracies with notebook 02's proxy curve.
+``precision`` (fp32 | bf16 | auto) selects Keras' ``mixed_bfloat16`` policy; ``auto`` probes a few
+``train_on_batch`` steps (``core.precision``).
 """
 from __future__ import annotations
 
@@ -16,14 +18,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rlinit_lib.core.data import DATASETS, ImageData, load_cached
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, ImageData, load_cached
 from rlinit_lib.core.notebook import Report, fmt, upstream_dir
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, Str, param
 from rlinit_lib.core.plots import band_plot
+from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import derive_seed, environment_info, seed_everything
 from rlinit_lib.core.stats import bootstrap_difference, mean_ci, transfer_agreement, welch
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.trials import Trial, run_config_trials
+from rlinit_lib.core.trials import Trial, run_config_trials, torch_threads, trial_threads
 
 S_PROXY_FALLBACK = 1.25  # the dissertation's s_proxy
 RUN_COLUMNS = ["scale", "seed_index", "seed", "final_val_accuracy", "best_val_accuracy", "final_val_loss"]
@@ -48,7 +51,20 @@ class KerasValidationConfig(RunFields):
     data_root: str = param("data", Str(), identity=False)
     train_subset: int | None = param(None, Int(low=1, optional=True))
     test_subset: int | None = param(None, Int(low=1, optional=True))
+    precision: str = param("auto", Choice(PRECISIONS))       # fp32 | bf16 | auto (bf16 where measured faster)
     output_dir: str = param("outputs/03_keras_validation", identity=False)
+
+    def precision_record(self) -> dict:
+        """fp32 / bf16 as asked, or ``auto`` resolved by a probe of Keras steps (cached for the process)."""
+        from rlinit_lib.keras_validation.model import probe_step   # imports Keras
+
+        shape = (32, 32, DATASET_CHANNELS[self.dataset])
+        with torch_threads(trial_threads(self.trial_cpus)):
+            return resolve_precision(self.precision, ("keras", shape, self.batch_size),
+                                     probe_step(shape, 10, self.batch_size))
+
+    def identity(self) -> dict:
+        return {**super().identity(), "precision": self.precision_record()["chosen"]}
 
     def resolve_s_proxy(self) -> tuple[float, str]:
         """(s_proxy, a sentence saying where it came from)."""
@@ -90,7 +106,8 @@ def keras_trial(scale: float, seed_index: int, seed: int, settings: dict) -> dic
     s = settings
     (x_tr, y_tr, x_te, y_te), classes = _keras_arrays(s["dataset"], s["data_root"], s["train_subset"], s["test_subset"])
     keras.utils.set_random_seed(seed)
-    model = build_vgg_swish(scale, x_tr.shape[1:], classes, s["block_dropout"], s["dense_dropout"], seed=seed % 100_000)
+    model = build_vgg_swish(scale, x_tr.shape[1:], classes, s["block_dropout"], s["dense_dropout"], seed=seed % 100_000,
+                            precision=s["precision"])
     model.compile(optimizer=keras.optimizers.Adam(s["lr"]), loss="categorical_crossentropy", metrics=["accuracy"])
     hist = model.fit(x_tr, y_tr, batch_size=s["batch_size"], epochs=s["epochs"], validation_data=(x_te, y_te),
                      verbose=0)
@@ -106,10 +123,12 @@ def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFra
     """Train every (scale, seed); returns (runs: one row per run, histories: one row per epoch)."""
     cfg.validate()
     scales = cfg.scales()
-    store = RunStore(cfg.output_dir, cfg.notebook, cfg.identity(), cfg.to_dict(), environment_info("cpu"))
+    precision = cfg.precision_record()
+    store = RunStore.for_config(cfg, {**environment_info("cpu"), "precision": precision})
     seed_everything(cfg.seed)
     settings = {k: getattr(cfg, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "epochs",
                                              "batch_size", "lr", "block_dropout", "dense_dropout")}
+    settings["precision"] = precision["chosen"]
     trials = [Trial(f"{s!r}/{j}", keras_trial, {"scale": s, "seed_index": j, "seed": derive_seed(cfg.seed, j),
                                                  "settings": settings})
               for s in scales for j in range(cfg.seeds)]

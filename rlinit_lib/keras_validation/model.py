@@ -7,6 +7,10 @@ hold (truncated-normal HeNormal, BatchNormalization momentum 0.99 / epsilon 1e-3
 epsilon 1e-7). The dissertation does not give the dropout rates; they are parameters
 (default 0.2, 0.3, 0.4 and 0.5). Every Conv2D and Dense kernel uses
 ``ScaledHeNormal(scale)``; biases are zero (Keras' default).
+
+``precision="bf16"`` gives every layer Keras' ``mixed_bfloat16`` policy (bf16 compute, fp32
+variables; BatchNormalization computes its statistics in fp32 by itself), except the softmax
+output layer, which stays fp32 so that the loss is computed in fp32.
 """
 from __future__ import annotations
 
@@ -36,10 +40,15 @@ class ScaledHeNormal(keras.initializers.HeNormal):
         return {**super().get_config(), "scale": self.scale_factor}
 
 
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
+
+
 def build_vgg_swish(scale: float = 1.0, input_shape=(32, 32, 3), num_classes: int = 10,
-                    block_dropout=(0.2, 0.3, 0.4), dense_dropout: float = 0.5, seed: int | None = None):
+                    block_dropout=(0.2, 0.3, 0.4), dense_dropout: float = 0.5, seed: int | None = None,
+                    precision: str = "fp32"):
     """Table 4.1's network; kernels drawn from ScaledHeNormal(scale) with per-layer seeds from ``seed``."""
     counter = iter(range(1000))
+    dt = POLICIES[precision]
 
     def init():
         return ScaledHeNormal(scale, seed=None if seed is None else seed * 1000 + next(counter))
@@ -47,11 +56,29 @@ def build_vgg_swish(scale: float = 1.0, input_shape=(32, 32, 3), num_classes: in
     layers = [keras.Input(shape=input_shape)]
     for filters, rate in zip((32, 64, 128), block_dropout):
         for _ in range(2):
-            layers += [keras.layers.Conv2D(filters, 3, padding="same", activation="swish", kernel_initializer=init()),
-                       keras.layers.BatchNormalization()]
-        layers += [keras.layers.MaxPooling2D(2), keras.layers.Dropout(rate, seed=seed)]
-    layers += [keras.layers.Flatten(),
-               keras.layers.Dense(512, activation="swish", kernel_initializer=init()),
-               keras.layers.BatchNormalization(), keras.layers.Dropout(dense_dropout, seed=seed),
-               keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=init())]
+            layers += [keras.layers.Conv2D(filters, 3, padding="same", activation="swish", kernel_initializer=init(),
+                                           dtype=dt),
+                       keras.layers.BatchNormalization(dtype=dt)]
+        layers += [keras.layers.MaxPooling2D(2, dtype=dt), keras.layers.Dropout(rate, seed=seed, dtype=dt)]
+    layers += [keras.layers.Flatten(dtype=dt),
+               keras.layers.Dense(512, activation="swish", kernel_initializer=init(), dtype=dt),
+               keras.layers.BatchNormalization(dtype=dt), keras.layers.Dropout(dense_dropout, seed=seed, dtype=dt),
+               keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=init(), dtype="float32")]
     return keras.Sequential(layers, name="vgg_swish")  # no "." in names: torch parameter names
+
+
+def probe_step(input_shape, num_classes: int, batch_size: int):
+    """``make_step(precision)`` for ``core.precision.resolve_precision``: one ``train_on_batch`` of Table 4.1's
+    network at the run's batch size."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((batch_size, *input_shape), dtype=np.float32)
+    y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, batch_size)]
+
+    def make_step(precision: str):
+        model = build_vgg_swish(1.0, input_shape, num_classes, seed=0, precision=precision)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        return lambda: model.train_on_batch(x, y)
+
+    return make_step

@@ -32,6 +32,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from rlinit_lib.core.data import ImageData, normalise
+from rlinit_lib.core.precision import autocast
 from rlinit_lib.initialisation.initialisers import INIT_METHODS
 from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.core.runtime import pick_device
@@ -97,6 +98,7 @@ def train_many(
     build: Callable[[float, int], nn.Module] | None = None,
     on_epoch: Callable[[int, list[dict]], None] | None = None,
     mechanism: str = "auto",
+    precision: str = "fp32",
 ) -> list[TrainResult]:
     """Train one network per (scale, seed) together; returns one :class:`TrainResult` each.
 
@@ -116,6 +118,7 @@ def train_many(
     check_choice("init", init, INIT_METHODS)
     check_choice("common_random_numbers", common_random_numbers, (True, False))
     check_choice("mechanism", mechanism, ("auto", "vmap", "loop"))
+    check_choice("precision", precision, ("fp32", "bf16"))
     dev = pick_device(device if device is not None else str(data.device))
     if data.device != dev:
         data = data.to(dev)
@@ -127,8 +130,8 @@ def train_many(
         def one(j, s, seed):
             cb = None if on_epoch is None else (lambda e, m: on_epoch(e, [m if i == j else {} for i in range(len(scales))]))
             return train_and_evaluate(s, epochs, data, batch_size=batch_size, lr=lr, activation=activation, init=init,
-                                      seed=seed, device=dev, eval_every_epoch=eval_every_epoch, progress=progress,
-                                      on_epoch=cb, build=build)
+                                      seed=seed, device=dev, precision=precision, eval_every_epoch=eval_every_epoch,
+                                      progress=progress, on_epoch=cb, build=build)
         return [one(j, s, seed) for j, (s, seed) in enumerate(zip(scales, seeds))]
     if build is None:
         build = lambda s, seed: build_child(data.in_channels, data.num_classes, s, activation, init, seed)  # noqa: E731
@@ -148,12 +151,13 @@ def train_many(
         alive_at_start = alive.clone()
         for i in range(0, n, batch_size):
             idx = perms[:, i:i + batch_size]
-            if common_random_numbers:
-                logits = stack(normalise(data.x_train[idx[0]]), shared_input=True)
-                y = data.y_train[idx[0]].expand(k, -1)
-            else:
-                logits = stack(normalise(data.x_train[idx]), shared_input=False)
-                y = data.y_train[idx]
+            with autocast(precision, dev):
+                if common_random_numbers:
+                    logits = stack(normalise(data.x_train[idx[0]]), shared_input=True).float()
+                    y = data.y_train[idx[0]].expand(k, -1)
+                else:
+                    logits = stack(normalise(data.x_train[idx]), shared_input=False).float()
+                    y = data.y_train[idx]
             b = y.shape[1]
             losses = F.cross_entropy(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
             alive &= torch.isfinite(losses)
@@ -162,7 +166,8 @@ def train_many(
             opt.step()
             loss_sum += torch.where(alive, losses.detach(), 0.0) * b
             correct += torch.where(alive, (logits.argmax(-1) == y).sum(1).float(), 0.0)
-        test_acc = evaluate_many(stack, data.x_test, data.y_test) if (eval_every_epoch or epoch == epochs - 1) else None
+        with autocast(precision, dev):
+            test_acc = evaluate_many(stack, data.x_test, data.y_test) if (eval_every_epoch or epoch == epochs - 1) else None
         finished = alive.tolist()
         died = (alive_at_start & ~alive).tolist()
         epoch_metrics = []

@@ -4,16 +4,23 @@ activation, device), and the function a trial calls to train one child network.
 Source: the dissertation's proxy (Sec. 4.2.1): SimpleCNN, Adam lr 1e-3, batch 128, CIFAR-10. The
 settings travel to a trial as a plain dict (``ChildTraining.child()``), so a trial can run in another
 process; each process loads a dataset once (``core.data.load_cached``).
+
+``precision`` (fp32 | bf16 | auto) is resolved once, in the process that opens the run store
+(``core.precision``: ``auto`` probes a few SimpleCNN steps at the run's batch size and thread count), and
+the trials receive the chosen value. The chosen precision is part of the run's identity, and the probe's
+numbers are part of its environment record.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlinit_lib.core.data import DATASETS, load_cached
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, load_cached
 from rlinit_lib.core.params import Choice, Config, Float, Int, Str, param
-from rlinit_lib.core.runtime import device_rule, pick_device
+from rlinit_lib.core.precision import PRECISIONS, resolve_precision
+from rlinit_lib.core.runtime import device_rule, environment_info, pick_device
+from rlinit_lib.core.trials import torch_threads, trial_threads
 from rlinit_lib.initialisation.activations import ACTIVATIONS
-from rlinit_lib.scale_search.training import TrainResult, train_and_evaluate
+from rlinit_lib.scale_search.training import TrainResult, probe_step, train_and_evaluate
 
 NAN_REWARD = -2.0
 MAX_REWARD = 10.0
@@ -36,11 +43,29 @@ class ChildTraining(Config):
     lr: float = param(1e-3, Float(low=0.0, low_open=True))     # Adam learning rate of the child
     activation: str = param("silu", Choice(tuple(ACTIVATIONS)))  # silu | relu | gelu | tanh
     device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
+    precision: str = param("auto", Choice(PRECISIONS))         # fp32 | bf16 | auto (bf16 where measured faster)
+
+    def precision_record(self) -> dict:
+        """``{"requested", "chosen", "probe"}``: ``auto`` probed on this process's device, at the batch size
+        and thread count the trials use (cached for the process)."""
+        device = pick_device(self.device)
+        with torch_threads(trial_threads(getattr(self, "trial_cpus", 1.0))):
+            return resolve_precision(self.precision, ("SimpleCNN", self.dataset, self.batch_size, self.activation),
+                                     probe_step(DATASET_CHANNELS[self.dataset], self.batch_size, self.activation,
+                                                device), device)
+
+    def identity(self) -> dict:
+        return {**super().identity(), "precision": self.precision_record()["chosen"]}
+
+    def environment(self) -> dict:
+        """The environment record of a child-training run, with the precision and its probe."""
+        return {**environment_info(pick_device(self.device)), "precision": self.precision_record()}
 
     def child(self) -> dict:
-        """The settings a child-training trial needs, as plain values."""
-        return {k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "batch_size",
-                                              "lr", "activation", "device")}
+        """The settings a child-training trial needs, as plain values (``precision``: the chosen one)."""
+        return {**{k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "batch_size",
+                                                 "lr", "activation", "device")},
+                "precision": self.precision_record()["chosen"]}
 
 
 def train_child(child: dict, scale: float, epochs: int, seed: int, eval_every_epoch: bool = False) -> TrainResult:
@@ -49,7 +74,7 @@ def train_child(child: dict, scale: float, epochs: int, seed: int, eval_every_ep
     data = load_cached(child["dataset"], child["data_root"], child["train_subset"], child["test_subset"], device)
     return train_and_evaluate(scale, epochs, data, batch_size=child["batch_size"], lr=child["lr"],
                               activation=child["activation"], seed=seed, device=device,
-                              eval_every_epoch=eval_every_epoch)
+                              precision=child.get("precision", "fp32"), eval_every_epoch=eval_every_epoch)
 
 
 def result_row(result: TrainResult) -> dict:

@@ -17,7 +17,7 @@ import pandas as pd
 from rlinit_lib.core.notebook import Report
 from rlinit_lib.core.params import (Choice, Float, Int, ListOf, ParameterError, RunFields, check_float, check_int,
                                     check_scale_range, param)
-from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device, seed_everything
+from rlinit_lib.core.runtime import derive_seed, seed_everything
 from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.trials import Trial, run_config_trials
 from rlinit_lib.initialisation.theory import critical_scales
@@ -92,8 +92,7 @@ def grid_trial(child: dict, job: dict, epochs: int) -> dict:
 def run_grid(cfg: FidelityConfig) -> pd.DataFrame:
     """Train the grid (resuming from the run store); returns the long table of RUN_COLUMNS."""
     cfg.validate()
-    store = RunStore(cfg.output_dir, cfg.notebook, cfg.identity(), cfg.to_dict(),
-                     environment_info(pick_device(cfg.device)))
+    store = RunStore.for_config(cfg, cfg.environment())
     seed_everything(cfg.seed)
     child = cfg.child()
     trials = [Trial(f"{j['mode']}/{j['scale_index']}/{j['seed_index']}", grid_trial,

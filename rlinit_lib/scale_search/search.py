@@ -26,7 +26,7 @@ import pandas as pd
 
 from rlinit_lib.core.notebook import Report, fmt
 from rlinit_lib.core.params import BOOL, Choice, Float, Int, RunFields, check_scale_range, param
-from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device, seed_everything
+from rlinit_lib.core.runtime import derive_seed, seed_everything
 from rlinit_lib.core.stats import mean_ci, paired_difference
 from rlinit_lib.core.store import RunStore, StoreError
 from rlinit_lib.core.tracking import Tracker
@@ -84,8 +84,7 @@ def run_search(cfg: SearchConfig, *, evaluator=None) -> SearchResult:
     """Run (or resume) the search described by ``cfg``; ``evaluator(child, scale, epochs, seed) -> tables``
     replaces ``child_trial`` (tests use a toy reward)."""
     cfg.validate()
-    device = pick_device(cfg.device)
-    store = RunStore(cfg.output_dir, cfg.notebook, cfg.identity(), cfg.to_dict(), environment_info(device))
+    store = RunStore.for_config(cfg, cfg.environment())
     seed_everything(cfg.seed)
     fn = evaluator or child_trial
     child = cfg.child()

@@ -22,7 +22,7 @@ import pandas as pd
 from rlinit_lib.core.notebook import Report, fmt
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, check_scale_range, param
 from rlinit_lib.core.plots import LINESTYLES, band
-from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device, seed_everything
+from rlinit_lib.core.runtime import derive_seed, seed_everything
 from rlinit_lib.core.stats import paired_difference
 from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.trials import Trial, run_config_trials
@@ -84,8 +84,7 @@ def run_comparison(cfg: ComparisonConfig, reward_fn: Callable | None = None):
     """Train the reference grid and run every (strategy, repeat); returns (reference, histories).
     ``reward_fn(scale, epochs, seed) -> reward`` replaces training (tests use a toy curve)."""
     cfg.validate()
-    store = RunStore(cfg.output_dir, cfg.notebook, cfg.identity(), cfg.to_dict(),
-                     environment_info(pick_device(cfg.device)))
+    store = RunStore.for_config(cfg, cfg.environment())
     seed_everything(cfg.seed)
     child = cfg.child()
     grid = np.linspace(cfg.min_scale, cfg.max_scale, cfg.reference_scales)

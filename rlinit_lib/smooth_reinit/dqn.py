@@ -10,7 +10,12 @@ target network too. Two episode rules: ``standard`` (episodes end at 500 steps; 
 mean of the last 100 returns >= 475) and ``win`` (truncation ignored; a win is ``win_steps``
 balanced steps in one episode). References from the literature, as options: a periodic reset of the
 last layer and a periodic shrink-and-perturb of the whole network (both from a fresh network drawn for
-that seed and episode).
+that seed and episode). Exploration and plasticity methods, on this path only (``exploration``,
+``plasticity``): NoisyNet (``noisy_net``), adaptive parameter-space noise (``param_noise``), ReDo
+(``redo_every`` updates, ``redo_tau``) and soft shrink-and-perturb (``soft_sp_alpha`` after every update).
+``step_budget`` ends a run after the episode in which it reached that many environment steps;
+``diag_every`` records ``plasticity.diagnostics`` on a fixed batch of states every that many episodes
+(through a functional forward, so noise hooks neither fire nor advance).
 
 Deviations: env, exploration, replay sampling and torch are all seeded from ``seed`` (the source
 seeded torch only). Exploration and replay sampling draw from one NumPy generator per run (explore
@@ -20,7 +25,6 @@ for each replay batch) instead of Python's ``random``: the same distributions, i
 """
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -29,9 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlinit_lib.core.params import Config, ParameterError, check_choice, check_float, check_int
+from rlinit_lib.core.runtime import derive_seed
 from rlinit_lib.initialisation.initialisers import INIT_METHODS, initialise
+from rlinit_lib.smooth_reinit.exploration import NoisyQNet, ParameterNoise, epsilon_threshold, policy_distance
 from rlinit_lib.smooth_reinit.noise import WeightNoise, shrink_and_perturb
-from rlinit_lib.core.params import Config, check_choice, check_float, check_int
+from rlinit_lib.smooth_reinit.plasticity import diagnostics, probe_states, redo, soft_shrink_perturb
 
 
 @dataclass
@@ -60,7 +67,21 @@ class DQNConfig(Config):
     perturb: float = 0.2
     rule: str = "standard"              # standard | win
     win_steps: int = 100_000
+    noisy_net: bool = False             # NoisyNet: every linear layer noisy (use with epsilon 0)
+    noisy_sigma0: float = 0.5
+    param_noise: bool = False           # adaptive parameter-space noise, one perturbed copy per episode
+    param_noise_sigma: float = 0.01     # its starting sigma
+    param_noise_alpha: float = 1.01
+    param_noise_every: int = 50         # environment steps between adaptations
+    redo_every: int = 0                 # ReDo every this many updates (0: never)
+    redo_tau: float = 0.025
+    soft_sp_alpha: float = 0.0          # soft shrink-and-perturb after every update (0: never)
+    step_budget: int = 0                # end after the episode that reaches this many env steps (0: no budget)
+    diag_every: int = 0                 # diagnostics every this many episodes (0: never)
+    diag_tau: float = 0.025             # dormant threshold of the diagnostics
     seed: int = 0
+
+    FAITHFUL_ONLY = ("noisy_net", "param_noise", "redo_every", "soft_sp_alpha")   # options dqn_batched lacks
 
     def validate(self) -> "DQNConfig":
         check_int("episodes", self.episodes, low=1)
@@ -85,6 +106,22 @@ class DQNConfig(Config):
         check_float("perturb", self.perturb, low=0.0)
         check_choice("rule", self.rule, ("standard", "win"))
         check_int("win_steps", self.win_steps, low=1)
+        check_choice("noisy_net", self.noisy_net, (True, False))
+        check_float("noisy_sigma0", self.noisy_sigma0, low=0.0)
+        check_choice("param_noise", self.param_noise, (True, False))
+        check_float("param_noise_sigma", self.param_noise_sigma, low=0.0, low_open=True)
+        check_float("param_noise_alpha", self.param_noise_alpha, low=1.0, low_open=True)
+        check_int("param_noise_every", self.param_noise_every, low=1)
+        check_int("redo_every", self.redo_every, low=0)
+        for name in ("redo_tau", "diag_tau"):
+            check_float(name, getattr(self, name), low=0.0, high=1.0, low_open=True, high_open=True)
+        check_float("soft_sp_alpha", self.soft_sp_alpha, low=0.0, high=1.0)
+        check_int("step_budget", self.step_budget, low=0)
+        check_int("diag_every", self.diag_every, low=0)
+        if self.noisy_net and (self.noise_layer or self.skip or self.param_noise):
+            raise ParameterError("noisy_net must not be combined with noise_layer, skip or param_noise")
+        if self.soft_sp_alpha and self.init != "pytorch_default":
+            raise ParameterError(f"soft_sp_alpha needs init='pytorch_default', whose draws it mixes in (got {self.init!r})")
         check_int("seed", self.seed, low=0)
         return self
 
@@ -114,7 +151,9 @@ def epsilon_at(cfg: DQNConfig, episode: int) -> float:
     return cfg.epsilon if cfg.epsilon is not None else max(0.01, 0.08 - 0.01 * (episode / 200))
 
 
-def make_qnet(cfg: DQNConfig) -> QNet:
+def make_qnet(cfg: DQNConfig) -> QNet | NoisyQNet:
+    if cfg.noisy_net:
+        return NoisyQNet(cfg.skip, cfg.noisy_sigma0)
     q = QNet(cfg.skip)
     if cfg.init != "pytorch_default" or cfg.init_scale != 1.0:
         initialise(q, cfg.init, cfg.init_scale if cfg.init == "he_scaled" else 1.0)
@@ -133,11 +172,12 @@ def env_seed(seed: int, episode: int) -> int:
     return seed * 100_003 + episode
 
 
-def fresh_qnet(cfg: DQNConfig, seed: int, episode: int) -> QNet:
-    """A newly initialised Q-network for a reset or shrink-and-perturb at ``episode`` of run ``seed``;
-    drawn from its own seed so that the global torch generator is left alone."""
+def fresh_qnet(cfg: DQNConfig, seed: int, episode: int, salt: int = 0) -> QNet:
+    """A newly initialised Q-network for a reset or shrink-and-perturb at ``episode`` of run ``seed`` (``salt``
+    > 0: for update ``episode`` of ReDo or soft shrink-and-perturb); drawn from its own seed so that the global
+    torch generator is left alone."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(env_seed(seed, episode) + 50_000)
+        torch.manual_seed(derive_seed(seed, salt, episode) if salt else env_seed(seed, episode) + 50_000)
         return make_qnet(cfg)
 
 
@@ -153,8 +193,38 @@ def solved_now(cfg: DQNConfig, returns: list, total: float) -> bool:
     return total >= cfg.win_steps
 
 
+class Replay:
+    """minimalRL's ``deque(maxlen=buffer_limit)`` of transitions ``(s, a, r / 100, s', done mask)``, held as a
+    float32 ring of rows ``[s(4), a, r, s'(4), mask]``: the same transitions at the same indices (0 the
+    oldest) and the same float32 values the deque's batches were converted to, without the deque's O(n)
+    random access."""
+
+    def __init__(self, capacity: int):
+        self.data = np.zeros((capacity, 11), dtype=np.float32)
+        self.pos = self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, s, a, r, s2, mask) -> None:
+        row = self.data[self.pos]
+        row[:4], row[4], row[5], row[6:10], row[10] = s, a, r, s2, mask
+        self.pos = (self.pos + 1) % len(self.data)
+        self.size = min(self.size + 1, len(self.data))
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows at deque indices ``idx`` (a copy)."""
+        start = self.pos if self.size == len(self.data) else 0
+        return self.data[(start + np.asarray(idx)) % len(self.data)]
+
+
+def acting_params(q, cfg: DQNConfig) -> dict:
+    """The parameters diagnostics look at: the network itself (NoisyNet: its noise-free mean)."""
+    return q.mean_params() if cfg.noisy_net else dict(q.named_parameters())
+
+
 def train_dqn(cfg: DQNConfig) -> dict:
-    """One seed. Returns per-episode returns and when the run was solved (None if never)."""
+    """One seed. Returns per-episode returns, when the run was solved (None if never), and the diagnostics."""
     cfg.validate()
     torch.manual_seed(cfg.seed)
     rng = run_rng(cfg.seed)
@@ -168,27 +238,56 @@ def train_dqn(cfg: DQNConfig) -> dict:
         noises.append(WeightNoise(q, names, cfg.noise_sigma, cfg.noise_decay, seed=cfg.seed))
         if cfg.noise_in_target:
             noises.append(WeightNoise(q_target, names, cfg.noise_sigma, cfg.noise_decay, seed=cfg.seed + 1))
+    noisy_gen = [torch.Generator().manual_seed(derive_seed(cfg.seed, 11, i)) for i in range(2)]   # online, target
+    pnoise = ParameterNoise(cfg.param_noise_sigma, cfg.param_noise_alpha, derive_seed(cfg.seed, 12)) \
+        if cfg.param_noise else None
+    fresh_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))     # soft shrink-and-perturb's draws
+    aux_rng = np.random.default_rng((cfg.seed, 2))     # replay states for adaptation and ReDo, apart from replay sampling
+    probe = probe_states() if cfg.diag_every else None
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
-    memory: collections.deque = collections.deque(maxlen=cfg.buffer_limit)
-    returns, solved_at = [], None
+    memory = Replay(cfg.buffer_limit)
+    returns, solved_at, diag, steps, updates, recycled = [], None, [], 0, 0, 0
+
+    def replay_states(n: int) -> torch.Tensor:
+        return torch.from_numpy(memory.rows(aux_rng.choice(len(memory), min(n, len(memory)), replace=False))[:, :4])
+
     for n in range(cfg.episodes):
+        if cfg.step_budget and steps >= cfg.step_budget:
+            break
+        if cfg.diag_every and n % cfg.diag_every == 0:
+            diag.append({"episode": n, "env_steps": steps, "recycled_units": recycled,
+                         **diagnostics(acting_params(q, cfg), probe, cfg.skip, cfg.diag_tau),
+                         "param_noise_sigma": pnoise.sigma if pnoise else np.nan})
         s, _ = env.reset(seed=env_seed(cfg.seed, n))
         eps, total, done, t = epsilon_at(cfg, n), 0.0, False, 0
+        perturbed = pnoise.perturbed(dict(q.named_parameters())) if pnoise else None
         while not done:
             if t % DRAW_BLOCK == 0:
                 draws = rng.random((DRAW_BLOCK, 2))
             explore, random_action = draws[t % DRAW_BLOCK]
             with torch.no_grad():
-                out = q(torch.as_tensor(s, dtype=torch.float32))
+                x = torch.as_tensor(s, dtype=torch.float32)
+                if cfg.noisy_net:
+                    q.resample(noisy_gen[0])
+                out = qnet_forward(x, perturbed, cfg.skip) if perturbed is not None else q(x)
             a = int(random_action * 2) if explore < eps else int(out.argmax())
             s2, r, terminated, truncated, _ = env.step(a)
-            memory.append((s, a, r / 100.0, s2, 0.0 if terminated else 1.0))
+            memory.append(s, a, r / 100.0, s2, 0.0 if terminated else 1.0)
             s, total, done, t = s2, total + r, terminated or truncated, t + 1
+            steps += 1
+            if pnoise is not None and steps % cfg.param_noise_every == 0 and len(memory) >= cfg.batch_size:
+                with torch.no_grad():
+                    xs = replay_states(128)
+                    d = policy_distance(q(xs), qnet_forward(xs, perturbed, cfg.skip))
+                pnoise.adapt(d, epsilon_threshold(max(0.01, 0.08 - 0.01 * (n / 200))))   # minimalRL's schedule
         returns.append(total)
         if len(memory) > cfg.learning_starts:
             for _ in range(cfg.updates_per_episode):
-                batch = [memory[i] for i in rng.choice(len(memory), cfg.batch_size, replace=False)]
-                s_b, a_b, r_b, s2_b, m_b = (torch.as_tensor(np.array(x), dtype=torch.float32) for x in zip(*batch))
+                b = torch.from_numpy(memory.rows(rng.choice(len(memory), cfg.batch_size, replace=False)))
+                s_b, a_b, r_b, s2_b, m_b = b[:, :4], b[:, 4], b[:, 5], b[:, 6:10], b[:, 10]
+                if cfg.noisy_net:
+                    q.resample(noisy_gen[0])
+                    q_target.resample(noisy_gen[1])
                 q_a = q(s_b).gather(1, a_b.long().unsqueeze(1))
                 with torch.no_grad():
                     target = r_b.unsqueeze(1) + cfg.gamma * q_target(s2_b).max(1)[0].unsqueeze(1) * m_b.unsqueeze(1)
@@ -196,6 +295,12 @@ def train_dqn(cfg: DQNConfig) -> dict:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                updates += 1
+                if cfg.soft_sp_alpha:
+                    soft_shrink_perturb(q, cfg.soft_sp_alpha, fresh_gen)
+                if cfg.redo_every and updates % cfg.redo_every == 0:
+                    fresh = fresh_qnet(cfg, cfg.seed, updates, salt=2)
+                    recycled += redo(q, opt, replay_states(256), cfg.redo_tau, fresh, cfg.skip)
         reset, shrink_perturb = reinit_due(cfg, n)
         if reset or shrink_perturb:
             fresh = fresh_qnet(cfg, cfg.seed, n)
@@ -211,5 +316,10 @@ def train_dqn(cfg: DQNConfig) -> dict:
             solved_at = n
             if cfg.rule == "win":
                 break
+    if cfg.diag_every:
+        diag.append({"episode": len(returns), "env_steps": steps, "recycled_units": recycled,
+                     **diagnostics(acting_params(q, cfg), probe, cfg.skip, cfg.diag_tau),
+                     "param_noise_sigma": pnoise.sigma if pnoise else np.nan})
     env.close()
-    return {"returns": returns, "solved_at": solved_at, "config": cfg.to_dict()}
+    return {"returns": returns, "solved_at": solved_at, "config": cfg.to_dict(), "diagnostics": diag,
+            "env_steps": steps, "updates": updates}

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from rlinit_lib.smooth_reinit.cartpole_vec import THETA_THRESHOLD, X_THRESHOLD, CartPoleVec, scalar_step
 from rlinit_lib.smooth_reinit.dqn import (DRAW_BLOCK, DQNConfig, env_seed, epsilon_at, fresh_qnet, make_qnet,
                                          qnet_forward, reinit_due, run_rng, solved_now)
+from rlinit_lib.smooth_reinit.plasticity import diagnostics, probe_states
 from rlinit_lib.core.params import ParameterError, check_float
 
 SHARED = ("lr", "gamma", "batch_size", "buffer_limit", "updates_per_episode")
@@ -279,6 +280,9 @@ def check_runs(runs: Sequence[DQNConfig], wait_fraction: float) -> list[DQNConfi
         raise ParameterError(f"runs must be a non-empty list of DQNConfig (got {runs!r:.80})")
     for r in runs:
         r.validate()
+        used = [f for f in DQNConfig.FAITHFUL_ONLY if getattr(r, f)]
+        if used:
+            raise ParameterError(f"runs with {used[0]} train on the faithful path only (dqn.train_dqn), not batched")
     for name in SHARED:
         values = {getattr(r, name) for r in runs}
         if len(values) > 1:
@@ -342,6 +346,16 @@ class BatchedDQN:
         self.total, self.eps = np.zeros(self.K), np.zeros(self.K)
         self.playing, self.waiting = np.zeros(self.K, dtype=bool), np.zeros(self.K, dtype=bool)
         self.obs = np.zeros((self.K, 4), dtype=np.float32)
+        self.steps = np.zeros(self.K, dtype=np.int64)       # environment steps so far (step_budget)
+        self.diag: list[list[dict]] = [[] for _ in runs]
+        self.probe = probe_states() if any(r.diag_every for r in runs) else None
+
+    def record_diagnostics(self, k: int) -> None:
+        """``train_dqn``'s diagnostics row for run k, from its row of the online table."""
+        r = self.runs[k]
+        p = {name: t[k] for name, t in self.P.items()}
+        self.diag[k].append({"episode": int(self.episode[k]), "env_steps": int(self.steps[k]), "recycled_units": 0,
+                             **diagnostics(p, self.probe, r.skip, r.diag_tau), "param_noise_sigma": np.nan})
 
     def draw(self, k: int) -> None:
         """Run k's next block of exploration draws (test, random action), taken as ``train_dqn`` takes them."""
@@ -349,6 +363,9 @@ class BatchedDQN:
         self.explore_action[k] = np.where(u[:, 0] < self.eps[k], (u[:, 1] * 2).astype(np.int64), -1)
 
     def start_episodes(self, ks: np.ndarray) -> None:
+        for k in ks:
+            if self.runs[k].diag_every and self.episode[k] % self.runs[k].diag_every == 0:
+                self.record_diagnostics(k)
         self.obs[:] = self.env.reset(ks, [env_seed(self.runs[k].seed, self.episode[k]) for k in ks])
         self.t[ks], self.total[ks], self.playing[ks] = 0, 0.0, True
         self.eps[ks] = [epsilon_at(self.runs[k], int(self.episode[k])) for k in ks]
@@ -390,6 +407,7 @@ class BatchedDQN:
         self.policy.forget(ks)           # their weights change here
         for k in ks:
             self.returns[k].append(float(self.total[k]))
+        self.steps[ks] += self.total[ks].astype(np.int64)
         learners = ks[self.memory.size[ks] > self.learning_starts[ks]]
         if learners.size and self.c.updates_per_episode:
             self.update(learners)
@@ -410,8 +428,11 @@ class BatchedDQN:
             if won:
                 self.solved_at[k] = n
             self.episode[k] += 1
-            if self.episode[k] < r.episodes and not (won and r.rule == "win"):
+            over_budget = r.step_budget and self.steps[k] >= r.step_budget
+            if self.episode[k] < r.episodes and not (won and r.rule == "win") and not over_budget:
                 again.append(k)
+            elif r.diag_every:
+                self.record_diagnostics(k)
         self.waiting[ks] = False
         if again:
             self.start_episodes(np.array(again))
@@ -485,5 +506,5 @@ class BatchedDQN:
                 bar.update(ks.size)
                 n_wait, n_play = int(self.waiting.sum()), int(self.playing.sum())
         bar.close()
-        return [{"returns": self.returns[k], "solved_at": self.solved_at[k], "config": r.to_dict()}
-                for k, r in enumerate(self.runs)]
+        return [{"returns": self.returns[k], "solved_at": self.solved_at[k], "config": r.to_dict(),
+                 "diagnostics": self.diag[k], "env_steps": int(self.steps[k])} for k, r in enumerate(self.runs)]

@@ -1,14 +1,19 @@
-"""Notebook 04: the experiments of "Smooth Re-Initializations", run over seeds with controls.
+"""Notebook 04: the experiments of "Smooth Re-Initializations", run over seeds with controls, and against the
+exploration and plasticity methods they compete with.
 
 DQN variants (names -> DQNConfig settings) follow the source and its controls: minimalRL's epsilon
 schedule; epsilon 0 (the source's baseline); epsilon 0 with last-layer noise decaying x0.5 per
 forward (in the target network too, or not); the skip network with and without middle-layer noise
-(no decay); a reset of the last layer and a shrink-and-perturb (x0.8 + 0.2 fresh) every 200 episodes,
-as references from the literature; initialisations (PyTorch default, Xavier, He, scaled He). Each
-variant is compared with its matching control. The DQN runs (variants x seeds) are trials of the run
-store, trained ``dqn_chunk`` at a time by ``dqn_batched`` (same returns as the faithful path, which
-``dqn_batched=False`` runs one run per trial). GPT variants put sigma-0.01 noise on the last block's
-MLP output projection (the source) or elsewhere; each (variant, seed) is a trial.
+(no decay); a reset of the last layer and a shrink-and-perturb (x0.8 + 0.2 fresh) every 200 episodes;
+soft shrink-and-perturb after every update; NoisyNet, adaptive parameter noise and ReDo
+(``exploration``, ``plasticity``); initialisations (PyTorch default, Xavier, He, scaled He). Each
+variant is compared with its matching control; ``methods`` compares the smooth re-init, exploration
+and plasticity arms with both controls and on diagnostics. DQN runs (variants x seeds) are trials of
+the run store: variants the batched path can train go ``dqn_chunk`` at a time through ``dqn_batched``
+(same returns as the faithful path, which ``dqn_batched=False`` runs one run per trial); NoisyNet,
+parameter noise, ReDo and soft shrink-and-perturb run one run per trial on the faithful path. GPT
+variants put sigma-0.01 noise on the last block's MLP output projection (the source) or elsewhere;
+each (variant, seed) is a trial.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from rlinit_lib.core.trials import Trial, run_config_trials
 from rlinit_lib.smooth_reinit.char_gpt import CharData, GPTConfig, load_text, train_char_gpt
 from rlinit_lib.smooth_reinit.dqn import DQNConfig, train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
+from rlinit_lib.smooth_reinit.methods import (CATEGORY, CONTROLS, against_controls, diagnostic_effects, iqm_table,
+                                              methods_verdict, plot_diagnostics, run_diagnostics, run_metrics)
 
 DQN_VARIANTS = {
     "minimalrl_schedule": ({}, None),
@@ -41,6 +48,10 @@ DQN_VARIANTS = {
     "eps0_skip_middle_noise": ({"epsilon": 0.0, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0}, "eps0_skip"),
     "eps0_last_reset": ({"epsilon": 0.0, "reset_every": 200}, "eps0"),
     "eps0_shrink_perturb": ({"epsilon": 0.0, "shrink_perturb_every": 200}, "eps0"),
+    "eps0_soft_shrink_perturb": ({"epsilon": 0.0, "soft_sp_alpha": None}, "eps0"),   # alpha: soft_sp_alpha
+    "eps0_noisynet": ({"epsilon": 0.0, "noisy_net": True}, "eps0"),
+    "eps0_param_noise": ({"epsilon": 0.0, "param_noise": True}, "eps0"),
+    "eps0_redo": ({"epsilon": 0.0, "redo_every": None}, "eps0"),                     # interval: redo_every
     "init_xavier": ({"init": "xavier_uniform"}, "minimalrl_schedule"),
     "init_he": ({"init": "he_scaled"}, "minimalrl_schedule"),
     "init_he_1.25": ({"init": "he_scaled", "init_scale": 1.25}, "init_he"),
@@ -53,9 +64,12 @@ GPT_VARIANTS = {
 }  # name -> (layer whose weight and bias get sigma-0.01 noise, control)
 
 DQN_PANELS = {
-    "smooth re-init arms, references and their controls": [
+    "smooth re-init arms and their controls": [
         "minimalrl_schedule", "eps0", "eps0_last_noise", "eps0_last_noise_no_target", "eps0_skip",
-        "eps0_skip_middle_noise", "eps0_last_reset", "eps0_shrink_perturb"],
+        "eps0_skip_middle_noise"],
+    "exploration and plasticity methods (controls: eps0, minimalrl_schedule)": [
+        "minimalrl_schedule", "eps0", "eps0_noisynet", "eps0_param_noise", "eps0_redo", "eps0_last_reset",
+        "eps0_shrink_perturb", "eps0_soft_shrink_perturb"],
     "initialisation of the Q-network (control: PyTorch default)": [
         "minimalrl_schedule", "init_xavier", "init_he", "init_he_1.25"],
 }  # panel title -> variants drawn there
@@ -72,7 +86,13 @@ class SmoothReinitConfig(RunFields):
     dqn_variants: list = param(list(DQN_VARIANTS), ListOf(Choice(tuple(DQN_VARIANTS)), 0, what="DQN variants"),
                                identity=False)
     dqn_seeds: int = param(10, Int(low=2), identity=False)     # more seeds extends a run
-    dqn_episodes: int = param(1000, Int(low=1))
+    dqn_episodes: int = param(1000, Int(low=1))                # at most this many episodes per run
+    dqn_step_budget: int = param(0, Int(low=0))                # and at most this many env steps (0: no step budget)
+    diag_every: int = param(20, Int(low=1))                    # episodes between diagnostics
+    dormant_tau: float = param(0.025, Float(low=0.0, high=1.0, low_open=True, high_open=True))   # ReDo and diagnostics
+    redo_every: int = param(500, Int(low=1))                   # updates between ReDo recycles
+    soft_sp_alpha: float = param(1e-4, Float(low=0.0, high=1.0, low_open=True))   # soft shrink-and-perturb per update
+    bootstrap: int = param(2000, Int(low=100), identity=False)   # rliable's bootstrap resamples
     rule: str = param("standard", Choice(("standard", "win")))   # standard: solved at a last-100 mean of 475
     win_steps: int = param(100_000, Int(low=1))                # rule win: the source's balanced steps
     dqn_batched: bool = param(True, BOOL, identity=False)      # runs of a chunk together (same returns)
@@ -95,41 +115,61 @@ class SmoothReinitConfig(RunFields):
         return GPTConfig.from_dict({**self.gpt_overrides, "seed": seed})
 
     def dqn_config(self, variant: str, seed: int) -> DQNConfig:
+        settings = {k: getattr(self, k) if v is None else v for k, v in DQN_VARIANTS[variant][0].items()}
         return DQNConfig(episodes=self.dqn_episodes, rule=self.rule, win_steps=self.win_steps, seed=seed,
-                         **DQN_VARIANTS[variant][0])
+                         step_budget=self.dqn_step_budget, diag_every=self.diag_every, diag_tau=self.dormant_tau,
+                         redo_tau=self.dormant_tau, **settings)
 
 
 def dqn_trial(runs: list, configs: list, batched: bool, device: str) -> dict:
-    """Train DQN runs (``runs``: (variant, seed) pairs, ``configs``: their DQNConfig dicts); their returns."""
+    """Train DQN runs (``runs``: (variant, seed) pairs, ``configs``: their DQNConfig dicts); their returns
+    and diagnostics."""
     cfgs = [DQNConfig(**c) for c in configs]
     results = train_dqn_batched(cfgs, device=pick_device(device)) if batched else [train_dqn(c) for c in cfgs]
     rows = [{"variant": v, "seed": s, "episode": e, "return": ret, "solved_at": r["solved_at"]}
             for (v, s), r in zip(runs, results) for e, ret in enumerate(r["returns"])]
-    return {"dqn_returns": rows}
+    diag = [{"variant": v, "seed": s, **d} for (v, s), r in zip(runs, results) for d in r["diagnostics"]]
+    return {"dqn_returns": rows, "dqn_diagnostics": diag}
 
 
-def run_dqn(cfg: SmoothReinitConfig) -> pd.DataFrame:
-    """Returns per episode for every (variant, seed), long format; resumable."""
+@dataclass
+class DQNRuns:
+    returns: pd.DataFrame        # one row per (variant, seed, episode)
+    diagnostics: pd.DataFrame    # one row per (variant, seed, checkpoint)
+
+
+def run_dqn(cfg: SmoothReinitConfig) -> DQNRuns:
+    """Returns per episode and diagnostics for every (variant, seed), long format; resumable. Variants that
+    use an option the batched path lacks (NoisyNet, parameter noise, ReDo, soft shrink-and-perturb) run one
+    run per trial on the faithful path; the others in batched chunks of ``dqn_chunk``."""
     cfg.validate()
     store = open_store(cfg)
     units = [(v, cfg.seed + s) for v in cfg.dqn_variants for s in range(cfg.dqn_seeds)]
     done = store.finished()
     todo = [u for u in units if f"dqn/{u[0]}/{u[1]}" not in done]
-    size = cfg.dqn_chunk if cfg.dqn_batched else 1
+    faithful = [u for u in todo if not cfg.dqn_batched or any(getattr(cfg.dqn_config(*u), f)
+                                                               for f in DQNConfig.FAITHFUL_ONLY)]
+    batched = [u for u in todo if u not in faithful]
+    groups = [batched[i:i + cfg.dqn_chunk] for i in range(0, len(batched), cfg.dqn_chunk)] + [[u] for u in faithful]
     trials = []
-    for i in range(0, len(todo), size):
-        chunk = todo[i:i + size]
+    for chunk in groups:
         keys = tuple(f"dqn/{v}/{s}" for v, s in chunk)
         trials.append(Trial(keys[0] if len(keys) == 1 else f"dqn-chunk/{keys[0]}/{len(keys)}", dqn_trial,
                             {"runs": chunk, "configs": [cfg.dqn_config(v, s).to_dict() for v, s in chunk],
-                             "batched": cfg.dqn_batched, "device": cfg.dqn_device}, units=keys))
+                             "batched": len(chunk) > 1 or chunk[0] in batched, "device": cfg.dqn_device}, units=keys))
     run_config_trials(cfg, store, trials, f"smooth-reinit-dqn-seed{cfg.seed}", "DQN trials")
     # chunks of earlier runs may hold these runs: keep the rows of every wanted (variant, seed)
-    df = store.table("dqn_returns", DQN_COLUMNS, sort=["variant", "seed", "episode"])
-    df = df[[(v, s) in set(units) for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
-    store.export("dqn_returns", df)
+    wanted = set(units)
+    out = []
+    for name, columns, sort in (("dqn_returns", DQN_COLUMNS, ["variant", "seed", "episode"]),
+                                ("dqn_diagnostics", None, ["variant", "seed", "episode"])):
+        df = store.table(name, columns, sort=sort)
+        if len(df):
+            df = df[[(v, s) in wanted for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
+        store.export(name, df)
+        out.append(df)
     store.close()
-    return df
+    return DQNRuns(*out)
 
 
 @functools.lru_cache(maxsize=2)
@@ -271,10 +311,11 @@ def describe_comparisons(tables: dict[str, pd.DataFrame], solving: pd.DataFrame 
     return "\n".join(lines) or "No variant has its control in this run."
 
 
-def smooth_reinit_report(cfg: SmoothReinitConfig, returns: pd.DataFrame, losses: pd.DataFrame) -> Report:
-    """What notebook 04 shows: DQN curves and comparisons with controls, GPT losses, and the verdicts."""
+def smooth_reinit_report(cfg: SmoothReinitConfig, dqn: DQNRuns, losses: pd.DataFrame) -> Report:
+    """What notebook 04 shows: DQN curves and comparisons with controls; smooth re-init against the exploration
+    and plasticity methods (IQM, tests against both controls, diagnostics); GPT losses; and the verdicts."""
     rep = Report(cfg.output_dir)
-    tables, solving = {}, None
+    tables, solving, returns = {}, None, dqn.returns
     if len(returns):
         rep.markdown("## DQN on CartPole-v1")
         metrics = dqn_metrics(returns, cfg.rule)
@@ -291,6 +332,7 @@ def smooth_reinit_report(cfg: SmoothReinitConfig, returns: pd.DataFrame, losses:
         rep.table("dqn_solved_vs_control", solving,
                   caption=f"**Solving** ({rule}): share of runs with a Wilson 95% interval and Fisher's exact test; "
                           "episodes to solve with unsolved runs counted at the budget, compared by rank (Mann-Whitney U)")
+        methods_section(rep, cfg, dqn)
     if len(losses):
         rep.markdown("## Character-level GPT on tiny-shakespeare")
         final = losses[losses["iter"] == losses["iter"].max()][["variant", "seed", "val_loss"]]
@@ -300,3 +342,36 @@ def smooth_reinit_report(cfg: SmoothReinitConfig, returns: pd.DataFrame, losses:
                   caption="**Final validation loss against the baseline**")
     rep.markdown("## What the data say\n" + describe_comparisons(tables, solving))
     return rep
+
+
+def methods_section(rep: Report, cfg: SmoothReinitConfig, dqn: DQNRuns) -> None:
+    """Smooth re-init against NoisyNet, parameter noise, ReDo, resets and (soft) shrink-and-perturb
+    (``methods``), when the run has both controls and at least one other arm of that comparison."""
+    arms = [v for v in cfg.dqn_variants if v in CATEGORY]
+    if cfg.rule != "standard" or not set(CONTROLS) <= set(arms) or len(arms) < 3:
+        return
+    metrics = run_metrics(dqn.returns[dqn.returns["variant"].isin(arms)], cfg.dqn_step_budget)
+    budget = (f"{cfg.dqn_step_budget:,} environment steps" if cfg.dqn_step_budget else "each run's own length") + \
+        f" (at most {cfg.dqn_episodes} episodes)"
+    rep.markdown("## Smooth re-initialisation against exploration and plasticity methods\n"
+                 f"Standard CartPole-v1 rule (episodes end at 500 steps; solved at the first 100-episode mean >= 475); "
+                 f"budget {budget}; {cfg.dqn_seeds} seeds per arm. Steps to solve are censored at the budget.")
+    iqm = iqm_table(metrics, arms, reps=cfg.bootstrap, seed=cfg.seed)
+    rep.table("methods_iqm", iqm, caption="**Interquartile mean** over runs with rliable's stratified-bootstrap 95% "
+              "interval: the last-100 return divided by 500, and environment steps to solve (censored runs at the budget)")
+    rep.table("methods_runs", metrics, show=False)
+    versus = against_controls(metrics, arms)
+    rep.table("methods_vs_controls", versus, caption="**Every arm against epsilon = 0 and the epsilon schedule**: share "
+              "solved (Fisher), steps to solve (Mann-Whitney U), last-100 mean (Welch), each with Holm's adjustment over "
+              "the arms (`*_holm`)")
+    diag = dqn.diagnostics[dqn.diagnostics["variant"].isin(arms)] if len(dqn.diagnostics) else dqn.diagnostics
+    effects = pd.DataFrame()
+    if len(diag):
+        rep.figure("methods_diagnostics", plot_diagnostics(diag, arms))
+        effects = diagnostic_effects(run_diagnostics(diag), DQN_VARIANTS)
+        rep.table("methods_diagnostic_effects", effects,
+                  caption=f"**Diagnostics against the matching control** (run-level means over checkpoints every "
+                          f"{cfg.diag_every} episodes on a fixed batch of 512 states; dormant: score <= tau = "
+                          f"{cfg.dormant_tau}; Welch intervals), and the share of runs that ended collapsed (one action "
+                          "everywhere; Wilson interval)")
+    rep.markdown("### Verdict\n" + methods_verdict(versus, effects))
