@@ -26,6 +26,20 @@ NOTEBOOKS: dict[str, type[Config]] = {
     "06_init_methods": InitMethodsConfig,
 }
 
+QUESTIONS = {
+    "01_search": "Does the dissertation's REINFORCE search find a He scale better than s = 1.0 when re-checked on fresh "
+                 "paired seeds?",
+    "02_proxy_fidelity": "Does the 7-epoch proxy rank scales like long training, and is the effect of the scale bigger "
+                         "than seed noise?",
+    "03_keras_validation": "Does the searched scale beat s = 1.0 on the VGG-style Keras CNN of the dissertation's Phase 2?",
+    "04_smooth_reinit": "Does smooth re-initialisation help DQN and a character GPT against matched controls, and does "
+                        "it act like exploration or like restored plasticity?",
+    "05_search_strategies": "Does RL earn its place against random search, grids, Bayesian optimisation and successive "
+                            "halving on the same budget?",
+    "06_init_methods": "Does the searched scale beat the initialisers practitioners use (analytic gains, LSUV, GradInit, "
+                       "MetaInit), and does it carry over across widths?",
+}   # what each notebook asks, for the study's report site
+
 
 def config_for(notebook: str, params: dict) -> Config:
     """The validated config of ``notebook`` for a profile's parameters (ParameterError on a bad one)."""

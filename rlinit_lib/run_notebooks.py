@@ -94,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not started: {problem}", file=sys.stderr)
         return 2
 
+    import os
+
     import papermill as pm
+
+    from rlinit_lib.core.notebook import PROGRESS_ENV
+
+    os.environ.setdefault(PROGRESS_ENV, "summary")   # kernels inherit it: no stale bars in executed copies
 
     # executed copies sit next to the results: outputs/<profile>/NN_name.ipynb beside outputs/<profile>/NN_name/
     out_dir = Path(args.prepare_only or args.outputs_root or root / "outputs" / args.profile)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RLINIT_PROGRESS", "summary")   # nbval's kernels inherit it, as run_notebooks' do
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from rlinit_lib.core.data import DEBIAN_FASHION_MNIST, load_dataset, make_synthetic  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "rlinit_lib"
 LAYER = {"core": 0, "initialisation": 1, "scale_search": 2, "keras_validation": 2, "smooth_reinit": 2,
-         "registry": 3, "run_notebooks": 3, "__init__": 3}
+         "registry": 3, "run_notebooks": 3, "report_site": 3, "__init__": 3}
 
 
 def part(module: str) -> str:

@@ -38,7 +38,25 @@ def test_every_notebook_is_registered_and_its_parameters_cell_is_its_config_defa
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert notebooks == sorted(NOTEBOOKS)
     for name, cls in NOTEBOOKS.items():
-        assert cell_values(ROOT / "notebooks" / f"{name}.ipynb") == cls.defaults(), name
+        values = cell_values(ROOT / "notebooks" / f"{name}.ipynb")
+        assert values.pop("profile") is None, name
+        assert values == cls.defaults(), name
+
+
+def test_a_profile_fills_the_parameters_left_at_their_defaults(tmp_path):
+    from rlinit_lib.core.notebook import with_profile
+    from rlinit_lib.core.params import ParameterError
+    from rlinit_lib.scale_search.search import SearchConfig
+
+    cell = SearchConfig.defaults() | {"episodes": 7}          # the user changed one parameter
+    values = with_profile(SearchConfig, cell, "quick", ROOT)
+    quick = yaml.safe_load((ROOT / "params" / "quick" / "01_search.yaml").read_text())
+    assert values["episodes"] == 7 and values["dataset"] == quick["dataset"] == "fashion_mnist"
+    assert values["output_dir"] == quick["output_dir"] and values["lr"] == SearchConfig.defaults()["lr"]
+    SearchConfig.from_dict(values)
+    with pytest.raises(ParameterError, match=r"^profile must be None or one of 'paper', 'quick', 'smoke' for 01_search "
+                                             r"\(got 'fast'\)$"):
+        with_profile(SearchConfig, cell, "fast", ROOT)
 
 
 def test_every_profile_validates_and_names_only_known_notebooks():

@@ -3,15 +3,22 @@
 A notebook is parameters -> run -> report -> display. Every study's report function returns a
 :class:`Report`: an ordered list of markdown, tables and figures that the notebook displays as they
 are, and that is saved into the run's ``output_dir`` (tables as CSV that ``pandas.read_csv`` reads
-back as numbers, figures as PNG).
+back as numbers, figures as PNG; its verdict and headline figure as ``report.json``, which
+``report_site`` shows on the study's index page).
 """
 from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+
+from rlinit_lib.core.params import ParameterError
+
+PROGRESS_ENV = "RLINIT_PROGRESS"   # "summary": a line per finished bar instead of a bar (set by run_notebooks)
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path | None:
@@ -33,6 +40,30 @@ def enter_repo_root() -> Path:
     return Path.cwd()
 
 
+def with_profile(cls, values: dict, profile: str, root: Path | None = None) -> dict:
+    """``values`` (a parameters cell) with ``params/<profile>/<notebook>.yaml`` applied to every parameter still at
+    its default; a parameter set to another value keeps it (so papermill's ``-p`` and a user's edits win)."""
+    import yaml
+
+    root = Path(root or repo_root() or Path.cwd())
+    path = root / "params" / str(profile) / f"{cls.notebook}.yaml"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in (root / "params").glob(f"*/{cls.notebook}.yaml"))
+        raise ParameterError(f"profile must be None or one of {', '.join(repr(k) for k in known)} for {cls.notebook} "
+                             f"(got {profile!r})")
+    chosen = yaml.safe_load(path.read_text()) or {}
+    defaults = cls.defaults()
+    return {**chosen, **{k: v for k, v in values.items() if k not in chosen or k not in defaults or v != defaults[k]}}
+
+
+def config_from_cell(cls, before: set[str], namespace: dict):
+    """A notebook's validated config from its parameters cell (and papermill's injected cell); ``profile``, when
+    not None, loads that profile's values first (:func:`with_profile`)."""
+    values = parameters_since(before, namespace)
+    profile = values.pop("profile", None)
+    return cls.from_dict(values if profile is None else with_profile(cls, values, profile))
+
+
 def parameters_since(before: set[str], namespace: dict) -> dict:
     """The names a notebook's parameters cell (and papermill's injected cell) defined.
 
@@ -40,6 +71,31 @@ def parameters_since(before: set[str], namespace: dict) -> dict:
     starting with an underscore are IPython's own and are skipped.
     """
     return {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
+
+
+class SummaryProgress:
+    """What a progress bar says, as one line when it closes: executed copies of notebooks keep no stale bars."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self.start = total, desc, 0, time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        if self.total > 1:
+            print(f"{self.desc}: {self.n}/{self.total} done in {(time.perf_counter() - self.start) / 60:.1f} min",
+                  file=sys.stdout, flush=True)
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True):
+    """A tqdm bar for people watching (it disappears when done), or a one-line summary when the notebook runs
+    unattended (``RLINIT_PROGRESS=summary``, which ``run_notebooks`` sets for papermill), or nothing."""
+    from tqdm.auto import tqdm
+
+    if enabled and os.environ.get(PROGRESS_ENV) == "summary":
+        return SummaryProgress(total, desc)
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 def upstream_dir(output_dir: str | os.PathLike, notebook: str) -> Path:
@@ -61,10 +117,25 @@ class Report:
     def __init__(self, directory: str | os.PathLike | None = None):
         self.items: list[tuple] = []
         self.directory = None if directory is None else Path(directory)
+        self.summary: dict = {}          # verdict and headline figure, saved as report.json for the study's site
 
     def markdown(self, text: str) -> "Report":
         self.items.append(("markdown", text))
         return self
+
+    def verdict(self, text: str) -> "Report":
+        """Markdown that is this notebook's answer (shown, and the verdict of the study's site)."""
+        self.summary["verdict"] = text
+        self._save_summary()
+        return self.markdown(text)
+
+    def _save_summary(self) -> None:
+        if self.directory is not None:
+            import json
+
+            tmp = self.directory / "report.json.tmp"
+            tmp.write_text(json.dumps(self.summary, indent=2))
+            os.replace(tmp, self.directory / "report.json")
 
     def table(self, name: str, df: pd.DataFrame, caption: str | None = None, show: bool = True) -> "Report":
         """Add a table (``show=False``: saved as ``<name>.csv`` only, e.g. per-run detail)."""
@@ -77,10 +148,14 @@ class Report:
             os.replace(tmp, self.directory / f"{name}.csv")
         return self
 
-    def figure(self, name: str, fig) -> "Report":
+    def figure(self, name: str, fig, headline: bool = False) -> "Report":
+        """Add a figure (``headline``: the one the study's site shows for this notebook)."""
         self.items.append(("figure", name, fig))
         if self.directory is not None:
             fig.savefig(self.directory / f"{name}.png", dpi=120, bbox_inches="tight")
+        if headline:
+            self.summary["headline"] = f"{name}.png"
+            self._save_summary()
         return self
 
     def tables(self) -> dict[str, pd.DataFrame]:

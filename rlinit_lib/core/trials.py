@@ -28,8 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-from tqdm.auto import tqdm
-
+from rlinit_lib.core.notebook import progress_bar
 from rlinit_lib.core.params import EXECUTORS as EXECUTOR_NAMES
 from rlinit_lib.core.params import RAY_INSTALL, ParameterError, check_choice, check_int
 
@@ -193,7 +192,7 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
     todo = [t for t in trials if not set(t.unit_keys) <= done]
     failed = []
     if todo:
-        bar = tqdm(total=len(todo), desc=desc, disable=not progress, leave=False)
+        bar = progress_bar(len(todo), desc, progress)
         runner = EXECUTORS[executor](workers, **executor_options)
         for i, (status, out, seconds) in runner.run([(t.fn, t.kwargs) for t in todo]):
             t = todo[i]

@@ -207,11 +207,11 @@ def validation_report(cfg: KerasValidationConfig, runs: pd.DataFrame, histories:
     result = compare(runs, s_proxy, seed=cfg.seed)
     rep.table("table_5_1", result["per_scale"], caption="## Table 5.1, extended\nFinal validation accuracy per scale: "
               "mean, Student-t 95% interval and sd over seeds")
-    rep.markdown(verdict(result))
+    rep.verdict(verdict(result))
     if (note := short_training_warning(histories)):
         rep.markdown(note)
     rep.markdown("## Learning curves (dissertation Fig. 5.2)")
-    rep.figure("fig5_2_learning_curves", plot_learning_curves(histories))
+    rep.figure("fig5_2_learning_curves", plot_learning_curves(histories), headline=True)
     rep.markdown("## Transfer: does the proxy (02) predict this network?\n" + describe_transfer(cfg, result, s_proxy))
     return rep
 

@@ -392,7 +392,7 @@ def init_methods_report(cfg: InitMethodsConfig, result: InitMethodsResult) -> Re
                  "interval, p-value and Holm-adjusted p-value; init cost in wall seconds, epoch-equivalents of passes "
                  "(a backward counts two forwards) and epochs of training time.")
     rep.table("arms", table)
-    rep.figure("arms", plot_arms(table, cfg))
+    rep.figure("arms", plot_arms(table, cfg), headline=True)
     curves = result.runs.assign(arm=pd.Categorical(result.runs["arm"], cfg.arms, ordered=True)).sort_values("arm")
     fig, ax = plt.subplots(figsize=(9, 4.5))
     band_plot(ax, curves, "epoch", "test_accuracy", "seed_index", "arm", bounds=(0.0, 1.0))
@@ -417,5 +417,5 @@ def init_methods_report(cfg: InitMethodsConfig, result: InitMethodsResult) -> Re
         rep.markdown("The best scale " + ("**moves with width**: at least two widths have disjoint intervals." if moved
                                           else "does not move detectably with width: the intervals overlap "
                                                f"({', '.join(f'x{r.width:g}: {r.best_scale:g} [{r.best_scale_ci_low:g}, {r.best_scale_ci_high:g}]' for r in best.itertuples())})."))
-    rep.markdown("## What this run found\n" + verdict(table, cfg))
+    rep.verdict("## What this run found\n" + verdict(table, cfg))
     return rep

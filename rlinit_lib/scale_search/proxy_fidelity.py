@@ -136,7 +136,7 @@ def fidelity_report(cfg: FidelityConfig, runs: pd.DataFrame) -> Report:
 
     rep.markdown("## Accuracy over scale and epoch")
     rep.figure("heatmap", plot_accuracy_heatmap(acc["independent"], scales, "Mean test accuracy (independent seeds)"))
-    rep.figure("accuracy_vs_scale", plot_accuracy_vs_scale(acc["independent"], scales, shown, refs))
+    rep.figure("accuracy_vs_scale", plot_accuracy_vs_scale(acc["independent"], scales, shown, refs), headline=True)
 
     rep.markdown("## Does the proxy rank scales like the long run?\nPer horizon: Spearman and Kendall between the "
                  "per-scale means and the long run, the scale each horizon would choose, and the regret of trusting "
@@ -165,7 +165,7 @@ def fidelity_report(cfg: FidelityConfig, runs: pd.DataFrame) -> Report:
     label = f"independent / {cfg.target}"
     at = lambda m: next((r | {"scales": pair} for r in need.to_dict("records")  # noqa: E731
                          if r["mode"] == m and r["horizon"] == cfg.proxy_horizon), None)
-    rep.markdown("## What this run found\n" + describe(reports[label], cfg.target, best_at_end[label],
+    rep.verdict("## What this run found\n" + describe(reports[label], cfg.target, best_at_end[label],
                                                       signal_to_noise(acc["independent"], cfg.proxy_horizon),
                                                       at("independent"), at("crn"), cfg.proxy_horizon))
     per_scale = pd.DataFrame({"scale": scales, "accuracy": np.nanmean(acc["independent"][:, :, cfg.proxy_horizon - 1], 1),

@@ -198,7 +198,7 @@ def search_report(result: SearchResult) -> Report:
     rep.figure("fig5_1_search_history", plot_search_history(t))
     rep.markdown("## Reward against scale\nThe best single episode is a noisy estimate (the maximum of many noisy "
                  "draws is biased upwards); the peak of a quadratic trend through all episodes uses every episode.")
-    rep.figure("reward_vs_scale", plot_reward_vs_scale(t, result.baseline))
+    rep.figure("reward_vs_scale", plot_reward_vs_scale(t, result.baseline), headline=True)
     ok = ~t["nan_detected"].astype(bool)
     coeffs, peak = quadratic_peak(t.loc[ok, "scale"], t.loc[ok, "reward"])
     lo, hi = (float(t.loc[ok, "scale"].min()), float(t.loc[ok, "scale"].max())) if ok.any() else (np.nan, np.nan)
@@ -209,6 +209,6 @@ def search_report(result: SearchResult) -> Report:
            if peak is None else f"peak at s = {peak:.3f}."
            + ("" if lo <= peak <= hi else f" That lies outside the sampled scales [{lo:.3f}, {hi:.3f}]: an "
                                          "extrapolation, not a measured best scale.")))
-    rep.markdown("## What this run found\n" + describe_search(result.summary))
+    rep.verdict("## What this run found\n" + describe_search(result.summary))
     rep.table("recheck", result.recheck, caption="Re-check on fresh paired seeds (one row per seed)")
     return rep

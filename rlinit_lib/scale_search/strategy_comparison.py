@@ -210,11 +210,11 @@ def comparison_report(cfg: ComparisonConfig, reference: pd.DataFrame, histories:
     a2.legend(fontsize=7)
     a3.legend(fontsize=7)
     fig.tight_layout()
-    rep.figure("strategies", fig)
+    rep.figure("strategies", fig, headline=True)
     rep.table("scores", scores, show=False)
     rep.table("summary", table, show=False)
     final = table[table["budget_fraction"] == max(cfg.checkpoints)].sort_values("mean_regret")
     rep.table("final", final, caption="At the full budget, best first")
     v = rl_verdict(scores)
-    rep.markdown("## Verdict\n" + describe_verdict(v))
+    rep.verdict("## Verdict\n" + describe_verdict(v))
     return rep

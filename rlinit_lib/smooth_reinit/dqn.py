@@ -67,7 +67,7 @@ class DQNConfig(Config):
     perturb: float = 0.2
     rule: str = "standard"              # standard | win
     win_steps: int = 100_000
-    noisy_net: bool = False             # NoisyNet: every linear layer noisy (use with epsilon 0)
+    noisy_net: bool = False             # NoisyNet: noisy fc2 and fc3 (use with epsilon 0)
     noisy_sigma0: float = 0.5
     param_noise: bool = False           # adaptive parameter-space noise, one perturbed copy per episode
     param_noise_sigma: float = 0.01     # its starting sigma

@@ -320,7 +320,7 @@ def smooth_reinit_report(cfg: SmoothReinitConfig, dqn: DQNRuns, losses: pd.DataF
         rep.markdown("## DQN on CartPole-v1")
         metrics = dqn_metrics(returns, cfg.rule)
         rep.table("dqn_metrics", metrics, show=False)
-        rep.figure("dqn_returns", plot_dqn_returns(returns, list(dict.fromkeys(returns["variant"]))))
+        rep.figure("dqn_returns", plot_dqn_returns(returns, list(dict.fromkeys(returns["variant"]))), headline=True)
         tables["DQN area under curve"] = compare_to_controls(metrics, "auc", DQN_VARIANTS, lower_is_better=False)
         tables["DQN last-100 return"] = compare_to_controls(metrics, "final_100", DQN_VARIANTS, lower_is_better=False)
         solving = compare_solving(metrics, DQN_VARIANTS)
@@ -340,7 +340,8 @@ def smooth_reinit_report(cfg: SmoothReinitConfig, dqn: DQNRuns, losses: pd.DataF
         rep.figure("gpt_val_loss", plot_gpt_losses(losses))
         rep.table("gpt_val_loss_vs_baseline", tables["GPT validation loss"],
                   caption="**Final validation loss against the baseline**")
-    rep.markdown("## What the data say\n" + describe_comparisons(tables, solving))
+    rep.verdict("## What the data say\n" + describe_comparisons(tables, solving)
+                + ("\n\n" + rep.summary["methods"] if "methods" in rep.summary else ""))
     return rep
 
 
@@ -374,4 +375,5 @@ def methods_section(rep: Report, cfg: SmoothReinitConfig, dqn: DQNRuns) -> None:
                           f"{cfg.diag_every} episodes on a fixed batch of 512 states; dormant: score <= tau = "
                           f"{cfg.dormant_tau}; Welch intervals), and the share of runs that ended collapsed (one action "
                           "everywhere; Wilson interval)")
+    rep.summary["methods"] = "**Against exploration and plasticity methods:**\n" + methods_verdict(versus, effects)
     rep.markdown("### Verdict\n" + methods_verdict(versus, effects))

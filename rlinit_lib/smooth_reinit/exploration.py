@@ -1,6 +1,6 @@
 """Exploration methods that smooth re-initialisation competes with, for minimalRL's DQN (notebook 04).
 
-* **NoisyNet** (Fortunato et al., ICLR 2018, Sec. 3.1-3.2): every linear layer of the Q-network is
+* **NoisyNet** (Fortunato et al., ICLR 2018, Sec. 3.1-3.2): a noisy linear layer is
   ``w = mu_w + sigma_w * eps_w`` and ``b = mu_b + sigma_b * eps_b`` with learned ``mu`` and ``sigma`` and
   factorised Gaussian noise ``eps_w = f(eps_out) f(eps_in)^T``, ``eps_b = f(eps_out)``, ``f(x) = sgn(x)
   sqrt(|x|)``. Initialisation: ``mu ~ U[-1/sqrt(p), 1/sqrt(p)]``, ``sigma = sigma0 / sqrt(p)`` with ``p`` the
@@ -12,7 +12,12 @@
   from the replay buffer, ``sigma <- alpha * sigma`` when ``d < delta`` and ``sigma / alpha`` otherwise
   (``alpha = 1.01``), where ``delta = -log(1 - eps + eps / |A|)`` is the distance that epsilon-greedy with
   ``eps`` would give (``eps`` from minimalRL's schedule, as the paper matches a decaying epsilon).
-  Deviation: no layer normalisation (the paper adds it to perturbed layers), so the Q-network stays minimalRL's.
+  Deviations: no layer normalisation (the paper adds it to perturbed layers), so the Q-network stays
+  minimalRL's; and the softmax is taken of Q in the environment's reward units (minimalRL learns Q of
+  reward / 100, whose softmax is nearly flat: there a perturbation that flips 60% of the greedy actions
+  still measured below the epsilon = 0.05 target, so sigma would grow without bound).
+* NoisyNet's torso stays deterministic: fc1 is an ordinary layer and fc2, fc3 are noisy, as the paper makes
+  the layers after its convolutional torso noisy (with fc1 noisy too, CartPole's small inputs drowned in noise).
 """
 from __future__ import annotations
 
@@ -63,17 +68,17 @@ class NoisyLinear(nn.Module):
 
 
 class NoisyQNet(nn.Module):
-    """minimalRL's 4-128-128-2 Q-network with every linear layer noisy; ``mean_params`` is the network without
-    noise (what diagnostics look at)."""
+    """minimalRL's 4-128-128-2 Q-network with noisy fc2 and fc3 (fc1, the torso, stays ordinary);
+    ``mean_params`` is the network without noise (what diagnostics look at)."""
 
     def __init__(self, skip: bool = False, sigma0: float = 0.5):
         super().__init__()
-        self.fc1, self.fc2, self.fc3 = NoisyLinear(4, 128, sigma0), NoisyLinear(128, 128, sigma0), NoisyLinear(128, 2, sigma0)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 128), NoisyLinear(128, 128, sigma0), NoisyLinear(128, 2, sigma0)
         self.skip = skip
 
     def resample(self, generator: torch.Generator) -> None:
-        """Fresh noise for every layer, drawn at once."""
-        layers = (self.fc1, self.fc2, self.fc3)
+        """Fresh noise for every noisy layer, drawn at once."""
+        layers = (self.fc2, self.fc3)
         sizes = [layer.eps_in.numel() + layer.eps_out.numel() for layer in layers]
         for layer, f_eps in zip(layers, _f(torch.randn(sum(sizes), generator=generator)).split(sizes)):
             layer.set_noise(f_eps)
@@ -84,8 +89,8 @@ class NoisyQNet(nn.Module):
         return self.fc3(h + x if self.skip else h)
 
     def mean_params(self) -> dict:
-        return {f"{n}.{p}": getattr(getattr(self, n), f"{p}_mu") for n in ("fc1", "fc2", "fc3")
-                for p in ("weight", "bias")}
+        return {"fc1.weight": self.fc1.weight, "fc1.bias": self.fc1.bias,
+                **{f"{n}.{p}": getattr(getattr(self, n), f"{p}_mu") for n in ("fc2", "fc3") for p in ("weight", "bias")}}
 
 
 def epsilon_threshold(epsilon: float, n_actions: int = 2) -> float:
@@ -93,10 +98,13 @@ def epsilon_threshold(epsilon: float, n_actions: int = 2) -> float:
     return -math.log(1.0 - epsilon + epsilon / n_actions)
 
 
-def policy_distance(q: torch.Tensor, q_perturbed: torch.Tensor) -> float:
-    """Mean KL(softmax(q) || softmax(q_perturbed)) over a batch of states."""
-    p = F.log_softmax(q, dim=-1)
-    return float((p.exp() * (p - F.log_softmax(q_perturbed, dim=-1))).sum(-1).mean())
+Q_SCALE = 100.0     # minimalRL stores reward / 100: Q * 100 is in the environment's reward units
+
+
+def policy_distance(q: torch.Tensor, q_perturbed: torch.Tensor, scale: float = Q_SCALE) -> float:
+    """Mean KL(softmax(scale * q) || softmax(scale * q_perturbed)) over a batch of states."""
+    p = F.log_softmax(scale * q, dim=-1)
+    return float((p.exp() * (p - F.log_softmax(scale * q_perturbed, dim=-1))).sum(-1).mean())
 
 
 class ParameterNoise:

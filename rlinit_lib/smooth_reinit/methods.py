@@ -150,19 +150,27 @@ def diagnostic_effects(per_run: pd.DataFrame, controls: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def signatures(row) -> set[str]:
-    """What an arm changes against its control at 95% (no correction: a description, not a claim):
-    'exploration' when its action entropy rises or it collapses less, 'plasticity' when its dormant share
-    falls or its effective rank rises."""
-    def sig(d, sign):
+def moves(row) -> list[str]:
+    """The diagnostics that moved against the control at 95% (Welch intervals; Fisher for collapses), with
+    their direction, e.g. ``["action entropy up", "dormant share up"]``. No correction: a description."""
+    out = []
+    for d, name in (("action_entropy", "action entropy"), ("dormant_fraction", "dormant share"), ("srank", "effective rank")):
         lo, hi = row.get(f"{d}_ci_low", np.nan), row.get(f"{d}_ci_high", np.nan)
-        return bool(np.isfinite(lo) and (lo > 0 if sign > 0 else hi < 0))
-    out = set()
-    if sig("action_entropy", +1) or (row.get("p_collapsed", 1.0) < 0.05 and row["collapsed"] / row["runs"] < 0.5):
-        out.add("exploration")
-    if sig("dormant_fraction", -1) or sig("srank", +1):
-        out.add("plasticity")
+        if np.isfinite(lo) and lo > 0:
+            out.append(f"{name} up")
+        elif np.isfinite(hi) and hi < 0:
+            out.append(f"{name} down")
+    if row.get("p_collapsed", 1.0) < 0.05:
+        out.append("fewer collapses" if row["collapsed"] / row["runs"] < 0.5 else "more collapses")
     return out
+
+
+def signatures(row) -> set[str]:
+    """'exploration' when the arm's action entropy rises or it collapses less than its control, 'plasticity'
+    when its dormant share falls or its effective rank rises (from :func:`moves`)."""
+    m = set(moves(row))
+    return ({"exploration"} if m & {"action entropy up", "fewer collapses"} else set()) | \
+        ({"plasticity"} if m & {"dormant share down", "effective rank up"} else set())
 
 
 def plot_diagnostics(diag: pd.DataFrame, arms: list[str]):
@@ -198,12 +206,16 @@ def methods_verdict(versus: pd.DataFrame, effects: pd.DataFrame) -> str:
     cats = {c: [a for a in sig if CATEGORY.get(a) == c] for c in ("smooth re-init", "exploration", "plasticity")}
     for c in ("exploration", "plasticity"):
         if cats[c]:
+            rows = effects.set_index("variant")
             lines.append(f"- {c.capitalize()} methods against their control: "
-                         + "; ".join(f"{a}: {', '.join(sorted(sig[a])) or 'no clear change'}" for a in cats[c]) + ".")
+                         + "; ".join(f"{a}: {', '.join(moves(rows.loc[a])) or 'no diagnostic moved at 95%'}"
+                                     for a in cats[c]) + ".")
     for a in cats["smooth re-init"]:
         s, r = sig[a], effects.set_index("variant").loc[a]
+        moved = moves(r)
         like = ("like the exploration methods" if s == {"exploration"} else "like the plasticity methods"
-                if s == {"plasticity"} else "like both kinds" if s else "like neither: no diagnostic moved at 95%")
+                if s == {"plasticity"} else "like both kinds" if s else
+                "like neither kind" + (f" ({', '.join(moved)})" if moved else ": no diagnostic moved at 95%"))
         lines.append(f"- **{a}** against {r['control']}: action entropy {fmt(r.get('action_entropy_diff'), 3)} bits "
                      f"(95% CI [{fmt(r.get('action_entropy_ci_low'), 3)}, {fmt(r.get('action_entropy_ci_high'), 3)}]), "
                      f"dormant share {fmt(r.get('dormant_fraction_diff'), 3)} ([{fmt(r.get('dormant_fraction_ci_low'), 3)}, "
