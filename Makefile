@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run PROFILE=quick   run the notebooks in order with params/<PROFILE>/ (executed copies in outputs/<PROFILE>/)
 #   make test                unit tests + the notebooks re-executed under nbval with the smoke profile
+#   make report PROFILE=...  the executed profile as a static HTML site (build/report/<PROFILE>/index.html)
 # Both create .venv and install the package on first use (python3 -m venv + pip; no conda needed).
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ PROFILE ?= quick
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test lab clean-smoke
+.PHONY: install run test lab report clean-smoke
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,10 @@ test: install
 	rm -rf build/nbval
 	$(BIN)/python -m rlinit_lib.run_notebooks --profile smoke --prepare-only build/nbval --outputs-root build/nbval/outputs
 	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider
+
+# the executed profile as a static site: build/report/$(PROFILE)/index.html (make run PROFILE=... first)
+report: install
+	$(BIN)/python -m rlinit_lib.report_site --profile $(PROFILE)
 
 # Jupyter refuses to run as root (containers) unless told; the flag is added only for root
 lab: install

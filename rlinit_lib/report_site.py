@@ -27,6 +27,7 @@ OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 """
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 section{border-top:1px solid #ccc;padding:1em 0}h1{margin-bottom:.2em}.question{font-style:italic}
@@ -35,13 +36,18 @@ img{max-width:100%;border:1px solid #eee}.missing{color:#a00}table{border-collap
 
 
 def render_notebook(path: Path, target: Path) -> None:
-    """An executed notebook as one self-contained HTML page (images embedded, no scripts from the network)."""
+    """An executed notebook as one self-contained HTML page (images embedded, no scripts from the network).
+    The widget state papermill saved is dropped: rendering it needs the widget manager from a CDN, and without
+    it nbconvert shows each widget's fallback, the explorer's PNG."""
+    import nbformat
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("widgets", None)
     exporter = HTMLExporter(extra_loaders=[DictLoader({"rlinit_offline.html.j2": OFFLINE_TEMPLATE})],
                             template_file="rlinit_offline.html.j2")
-    body, _ = exporter.from_filename(str(path))
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
     target.write_text(body, encoding="utf-8")
 
 

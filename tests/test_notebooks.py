@@ -161,18 +161,28 @@ def markdown_outputs(notebook: Path) -> str:
                      if "text/markdown" in o.get("data", {}))
 
 
-def test_the_smoke_profile_fills_every_section(tmp_path, monkeypatch):
+def test_the_smoke_profile_fills_every_section(smoke_outputs):
     """A fresh ``make run PROFILE=smoke``: every notebook runs, in order, and every section says something,
-    03's transfer check against 02 included."""
-    monkeypatch.chdir(ROOT)
-    assert main(["--profile", "smoke", "--outputs-root", str(tmp_path)]) == 0
-    text = {name: markdown_outputs(tmp_path / f"{name}.ipynb") for name in NOTEBOOKS}
+    03's transfer check against 02 included; executed copies keep a picture of the explorer and no stale bars."""
+    text = {name: markdown_outputs(smoke_outputs / f"{name}.ipynb") for name in NOTEBOOKS}
     assert "Re-trained on 2 fresh seeds (paired)" in text["01_search"]
     assert "## What this run found" in text["02_proxy_fidelity"] and "Spearman rho =" in text["02_proxy_fidelity"]
     transfer = text["03_keras_validation"].split("## Transfer")[1]
     assert "Spearman rho between the proxy's and this network's per-scale accuracy:" in transfer
     assert "The proxy predicts s_proxy - 1.0 =" in transfer
     assert "eps0_last_noise** vs eps0" in text["04_smooth_reinit"] and "GPT validation loss" in text["04_smooth_reinit"]
+    assert "Smooth re-initialisation against exploration and plasticity methods" in text["04_smooth_reinit"]
+    assert "Beat epsilon = 0" in text["04_smooth_reinit"]
     assert "Paired over 2 repeats" in text["05_search_strategies"]
+    assert "Against **searched** after 4 epochs" in text["06_init_methods"] and "## Width transfer" in text["06_init_methods"]
     for name in NOTEBOOKS:
-        assert (tmp_path / name / "environment.json").exists() and (tmp_path / name / "config.json").exists()
+        assert (smoke_outputs / name / "environment.json").exists() and (smoke_outputs / name / "config.json").exists()
+        assert json.loads((smoke_outputs / name / "report.json").read_text())["verdict"]
+        cells = json.loads((smoke_outputs / f"{name}.ipynb").read_text())["cells"]
+        outputs = [o for c in cells for o in c.get("outputs", [])]
+        assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) and "image/png" not in o["data"]
+                       for o in outputs), f"{name}: a widget output without a picture"
+        assert not any("%|" in "".join(o.get("text", "")) for o in outputs), f"{name}: a progress bar was left"
+    explorer = [o for c in json.loads((smoke_outputs / "01_search.ipynb").read_text())["cells"]
+                for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(explorer) == 1 and "need a running kernel" in "".join(explorer[0]["data"]["text/plain"])

@@ -86,14 +86,14 @@ class ScaleExplorer:
         import ipywidgets as widgets
 
         self.x, self.y, self.search, self.window = x[:batch], y[:batch], search, window
-        self.fig = Figure(figsize=(14, 4.1), dpi=80)
+        self.fig = Figure(figsize=(12.5, 3.9), dpi=80)
         FigureCanvasAgg(self.fig)
         self.ax_act, self.ax_grad, self.ax_meas = self.fig.subplots(1, 3)
         self.slider = widgets.FloatSlider(value=1.0, min=min_scale, max=max_scale, step=0.01, description="scale s",
                                           continuous_update=False, readout_format=".2f",
                                           layout=widgets.Layout(width="640px"), style={"description_width": "70px"})
         self.dropdown = widgets.Dropdown(options=list(ACTIVATIONS), value="silu", description="activation")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1120px"))
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1000px", height="auto"))
         self.measured = measured
         self._draw_static()
         self.redraws = 0
@@ -163,7 +163,7 @@ class ScaleExplorer:
                                                   label=f"theory ({k.replace('_', ' ')}) {theory[k]:.3f}")
                              for k, c, ls in (("second_moment", "C4", "--"), ("variance", "C5", "-."),
                                               ("backward", "C6", ":"))]
-        self.ax_meas.legend(fontsize=7, loc="lower center")
+        self.ax_meas.legend(fontsize=7, loc="best", framealpha=0.8)
         self.theory_for = activation
 
     def render(self, scale: float, activation: str) -> bytes:
