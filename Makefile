@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run PROFILE=quick   run the notebooks in order with params/<PROFILE>/ (executed copies in outputs/<PROFILE>/)
-#   make test                unit tests + the notebooks re-executed under nbval with the smoke profile
+#   make test                the notebooks executed under nbval with the smoke profile, then every test (the smoke
+#                            main job among them resumes from nbval's run stores instead of training again)
 #   make report PROFILE=...  the executed profile as a static HTML site (build/report/<PROFILE>/index.html)
 # Both create .venv and install the package on first use (python3 -m venv + pip; no conda needed).
 PYTHON ?= python3
@@ -25,7 +26,7 @@ run: install
 test: install
 	rm -rf build/nbval
 	$(BIN)/python -m rlinit_lib.run_notebooks --profile smoke --prepare-only build/nbval --outputs-root build/nbval/outputs
-	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider
+	RLINIT_SMOKE_STORES=build/nbval/outputs $(BIN)/python -m pytest build/nbval tests --nbval-lax -p no:cacheprovider
 
 # the executed profile as a static site: build/report/$(PROFILE)/index.html (make run PROFILE=... first)
 report: install

@@ -11,7 +11,9 @@ Times, in one run on the same machine and data:
 ``--repeat N`` runs every path N times, alternating the order, and reports medians. Each path
 reports wall and process-CPU seconds per model-epoch (training plus its share of the final test
 evaluation), the speed-up over (a), and peak GPU memory on CUDA. On the CPU it first prints what
-oneDNN reports (its ISA and the convolution kernels it picked for fp32 and bf16). Results are
+oneDNN reports (its ISA and the convolution kernels it picked for fp32 and bf16), and what
+``precision: auto`` chooses here with its probe's numbers. ``ONEDNN_MAX_CPU_ISA=AVX2`` in the
+environment makes oneDNN behave as on an AVX2-only CPU (no AMX, no AVX-512 bf16). Results are
 written to ``outputs/bench/`` (JSON + markdown) with device, versions, CPU flags and date.
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch.nn.functional as F
 from rlinit_lib.scale_search.batched import train_many
 from rlinit_lib.core.data import DATASETS, ImageData, load_dataset
 from rlinit_lib.core.runtime import environment_info, pick_device
-from rlinit_lib.scale_search.training import build_child, train_and_evaluate
+from rlinit_lib.core.precision import resolve_precision
+from rlinit_lib.scale_search.training import build_child, probe_step, train_and_evaluate
 
 
 class PerImageDataset(torch.utils.data.Dataset):
@@ -171,6 +174,10 @@ def main(argv=None) -> dict:
                      resident.y_test[:256])
     for p in args.precisions:
         train_and_evaluate(1.0, 1, warm, seed=0, precision=p)
+    start = time.perf_counter()
+    auto = resolve_precision("auto", ("bench", data.in_channels), probe_step(data.in_channels, 128, device=device), device)
+    auto["probe_seconds"] = time.perf_counter() - start
+    print(f"precision auto chooses {auto['chosen']} here (probe: {auto['probe']}; {auto['probe_seconds']:.1f} s)", flush=True)
 
     paths = [("(a) dissertation loop", 1, args.baseline_epochs,
               lambda: dissertation_loop(data, args.baseline_epochs, device))]
@@ -201,7 +208,7 @@ def main(argv=None) -> dict:
     for r in rows:
         r["speedup_vs_a"] = base / r["s_per_model_epoch"]
         r["cpu_speedup_vs_a"] = base_cpu / r["cpu_s_per_model_epoch"]
-    report = {"rows": rows, "args": vars(args), "data": repr(data), "onednn": isa,
+    report = {"rows": rows, "args": vars(args), "data": repr(data), "onednn": isa, "auto": auto,
               "environment": environment_info(device)}
     save_report(args.out, f"bench-{device.type}", report,
                 ["path", "K", "wall s per model-epoch", "x vs (a)", "CPU s per model-epoch", "x vs (a), CPU",

@@ -40,14 +40,30 @@ def notebook_jobs(root: Path, profile: str, only: list[str] | None = None) -> li
     return jobs
 
 
-def profile_parameters(jobs, outputs_root: str | None) -> list[dict]:
+def profile_parameters(jobs, outputs_root: str | None, overrides: dict | None = None) -> list[dict]:
+    """Each notebook's parameters: its profile file, then ``overrides`` for the parameters its config has."""
+    from rlinit_lib.registry import NOTEBOOKS
+
     params = []
     for nb, pfile in jobs:
         p = yaml.safe_load(pfile.read_text()) or {}
+        known = set(NOTEBOOKS[nb.stem].defaults()) if nb.stem in NOTEBOOKS else set()
+        p |= {k: v for k, v in (overrides or {}).items() if k in known}
         if outputs_root:
             p["output_dir"] = str(Path(outputs_root).resolve() / nb.stem)
         params.append(p)
     return params
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``NAME=VALUE`` pairs (VALUE read as YAML: 3, 0.5, fp32, [1, 2]) -> a dict."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--set must be NAME=VALUE (got {item!r})")
+        out[name] = yaml.safe_load(value)
+    return out
 
 
 def check_profile(root: Path, jobs, params: list[dict]) -> str | None:
@@ -79,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="quick", help="a folder of params/: paper, quick, smoke or source_win")
     ap.add_argument("--only", nargs="*", help="notebook names (e.g. 01_search) to run; default all")
     ap.add_argument("--prepare-only", metavar="DIR", help="write parameterised notebooks to DIR, do not run")
+    ap.add_argument("--set", nargs="*", metavar="NAME=VALUE", help="override a parameter in every notebook that has it "
+                                                                    "(e.g. --set precision=fp32)")
     ap.add_argument("--outputs-root", metavar="DIR",
                     help="put each notebook's results in DIR/<notebook> (and its executed copy in DIR) instead of the "
                          "profile's output_dir")
@@ -88,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = notebook_jobs(root, args.profile, args.only)
     if not jobs:
         raise SystemExit(f"no notebook has parameters in params/{args.profile}/")
-    params = profile_parameters(jobs, args.outputs_root)
+    params = profile_parameters(jobs, args.outputs_root, parse_overrides(args.set))
     problem = check_profile(root, jobs, params)
     if problem:
         print(f"not started: {problem}", file=sys.stderr)

@@ -136,7 +136,7 @@ def test_a_missing_dataset_offline_fails_in_seconds_naming_it(tmp_path, monkeypa
 
 def test_a_failing_notebook_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
     broken = json.loads(NB.read_text())
-    at = next(i for i, c in enumerate(broken["cells"]) if "from_dict" in "".join(c["source"]))
+    at = next(i for i, c in enumerate(broken["cells"]) if "config_from_cell" in "".join(c["source"]))
     broken["cells"].insert(at + 1, {"cell_type": "code", "execution_count": None, "id": "boom", "metadata": {},
                                     "outputs": [], "source": "raise RuntimeError('boom\\nsecond line')"})
     (tmp_path / "broken.ipynb").write_text(json.dumps(broken))

@@ -117,6 +117,12 @@ def test_the_chosen_precision_is_the_runs_identity(tmp_path):
     other = "fp32" if chosen == "bf16" else "bf16"
     with pytest.raises(ParameterError, match=f"holds a run with precision='{chosen}' \\(now precision='{other}'\\)"):
         run_grid(FidelityConfig.from_dict(tiny | {"output_dir": str(out), "precision": other}))
+    # auto resumes a store in the precision it was trained in, whatever a new probe would say
+    forced = tmp_path / "forced"
+    run_grid(FidelityConfig.from_dict(tiny | {"output_dir": str(forced), "precision": other}))
+    again = FidelityConfig.from_dict(tiny | {"output_dir": str(forced), "precision": "auto"})
+    assert again.precision_record()["chosen"] == other
+    run_grid(again)
 
 
 def test_the_bf16_working_copy_is_bit_for_bit_bf16_autocast(synthetic):

@@ -59,15 +59,19 @@ def decide(fp32_seconds: float, bf16_seconds: float, margin: float = AUTO_MARGIN
 
 
 def resolve_precision(requested: str, key: Hashable, make_step: Callable[[str], Callable[[], None]],
-                      device: torch.device | str = "cpu", repeats: int = 3) -> dict:
+                      device: torch.device | str = "cpu", repeats: int = 3, stored: str | None = None) -> dict:
     """The precision to train with, as a record ``{"requested", "chosen", "probe"}``.
 
-    ``fp32``/``bf16`` are returned as asked (``probe`` None). ``auto`` runs ``make_step(p)()`` (one
-    training step of the caller's model in precision ``p``) alternately and applies :func:`decide` to
-    the medians; ``key`` identifies the probe (device, shapes, threads) in the per-process cache."""
+    ``fp32``/``bf16`` are returned as asked (``probe`` None). ``auto`` with ``stored`` (the precision an
+    existing run store of this run was trained in) keeps it, so a resumed run is never refused because a
+    new probe came out the other way. Otherwise ``auto`` runs ``make_step(p)()`` (one training step of the
+    caller's model in precision ``p``) alternately and applies :func:`decide` to the medians; ``key``
+    identifies the probe (device, shapes, threads) in the per-process cache."""
     check_choice("precision", requested, PRECISIONS)
     if requested != "auto":
         return {"requested": requested, "chosen": requested, "probe": None}
+    if stored in ("fp32", "bf16"):
+        return {"requested": "auto", "chosen": stored, "probe": {"note": "kept from the existing run store"}}
     full_key = (str(device), torch.get_num_threads(), key)
     if full_key not in _CHOICES:
         dev = torch.device(device)

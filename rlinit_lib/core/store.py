@@ -200,6 +200,19 @@ class RunStore:
         return False
 
 
+def stored_identity(output_dir: str | os.PathLike) -> dict:
+    """The identity of the run store in ``output_dir`` (read-only), or {} when there is none."""
+    path = Path(output_dir) / STORE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+    except sqlite3.DatabaseError:
+        return {}          # a damaged store is reported when it is opened
+    return json.loads(row[0]) if row else {}
+
+
 def read_run(output_dir: str | os.PathLike) -> tuple[dict, Callable[[str], pd.DataFrame]] | None:
     """Another notebook's finished work, read-only: (its config, ``table(name) -> DataFrame``), or None when
     ``output_dir`` holds no run store. Used by notebooks that build on an earlier one's results."""

@@ -25,7 +25,7 @@ from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import derive_seed, environment_info, seed_everything
 from rlinit_lib.core.stats import bootstrap_difference, mean_ci, transfer_agreement, welch
-from rlinit_lib.core.store import RunStore
+from rlinit_lib.core.store import RunStore, stored_identity
 from rlinit_lib.core.trials import Trial, run_config_trials, torch_threads, trial_threads
 
 S_PROXY_FALLBACK = 1.25  # the dissertation's s_proxy
@@ -61,7 +61,8 @@ class KerasValidationConfig(RunFields):
         shape = (32, 32, DATASET_CHANNELS[self.dataset])
         with torch_threads(trial_threads(self.trial_cpus)):
             return resolve_precision(self.precision, ("keras", shape, self.batch_size),
-                                     probe_step(shape, 10, self.batch_size))
+                                     probe_step(shape, 10, self.batch_size),
+                                     stored=stored_identity(self.output_dir).get("precision"))
 
     def identity(self) -> dict:
         return {**super().identity(), "precision": self.precision_record()["chosen"]}

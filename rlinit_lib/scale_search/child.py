@@ -18,6 +18,7 @@ from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, load_cached
 from rlinit_lib.core.params import Choice, Config, Float, Int, Str, param
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import device_rule, environment_info, pick_device
+from rlinit_lib.core.store import stored_identity
 from rlinit_lib.core.trials import torch_threads, trial_threads
 from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.scale_search.training import TrainResult, probe_step, train_and_evaluate
@@ -46,13 +47,19 @@ class ChildTraining(Config):
     precision: str = param("auto", Choice(PRECISIONS))         # fp32 | bf16 | auto (bf16 where measured faster)
 
     def precision_record(self) -> dict:
-        """``{"requested", "chosen", "probe"}``: ``auto`` probed on this process's device, at the batch size
-        and thread count the trials use (cached for the process)."""
+        """``{"requested", "chosen", "probe"}``: ``auto`` keeps the precision of an existing store in
+        ``output_dir``, else probes this process's device at the batch size and thread count the trials use
+        (cached for the process)."""
         device = pick_device(self.device)
         with torch_threads(trial_threads(getattr(self, "trial_cpus", 1.0))):
             return resolve_precision(self.precision, ("SimpleCNN", self.dataset, self.batch_size, self.activation),
                                      probe_step(DATASET_CHANNELS[self.dataset], self.batch_size, self.activation,
-                                                device), device)
+                                                device), device,
+                                     stored=self.stored_precision())
+
+    def stored_precision(self) -> str | None:
+        out = getattr(self, "output_dir", None)
+        return stored_identity(out).get("precision") if out else None
 
     def identity(self) -> dict:
         return {**super().identity(), "precision": self.precision_record()["chosen"]}
