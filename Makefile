@@ -26,7 +26,7 @@ run: install
 test: install
 	rm -rf build/nbval
 	$(BIN)/python -m rlinit_lib.run_notebooks --profile smoke --prepare-only build/nbval --outputs-root build/nbval/outputs
-	RLINIT_SMOKE_STORES=build/nbval/outputs $(BIN)/python -m pytest build/nbval tests --nbval-lax -p no:cacheprovider
+	RLINIT_SMOKE_STORES=build/nbval/outputs $(BIN)/python -m pytest build/nbval tests --nbval-lax -p no:cacheprovider --durations=25
 
 # the executed profile as a static site: build/report/$(PROFILE)/index.html (make run PROFILE=... first)
 report: install

@@ -38,9 +38,8 @@ def smoke_outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     earlier = os.environ.get("RLINIT_SMOKE_STORES")
     if earlier and Path(earlier).is_dir():
-        for store in Path(earlier).glob("*/store.sqlite"):
-            (out / store.parent.name).mkdir()
-            shutil.copy(store, out / store.parent.name / "store.sqlite")
+        for store in Path(earlier).glob("*/store.sqlite"):   # the stores with their environment records
+            shutil.copytree(store.parent, out / store.parent.name, ignore=shutil.ignore_patterns("wandb"))
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:

@@ -83,10 +83,22 @@ def test_auto_measures_caches_and_explicit_choices_skip_the_probe():
     key = ("test-cache", id(calls))
     first = P.resolve_precision("auto", key, make_step)
     n = len(calls)
-    assert n == 2 * (1 + 3) and calls.count("fp32") == calls.count("bf16")   # warm-up + 3 alternated repeats
+    assert n == 2 * (1 + 3) and calls.count("fp32") == calls.count("bf16")   # a first step + 3 alternated repeats
     assert P.resolve_precision("auto", key, make_step) == first and len(calls) == n   # cached
     probe = first["probe"]
     assert first["chosen"] == P.decide(probe["fp32_step_ms"], probe["bf16_step_ms"])
+
+
+def test_a_far_slower_first_bf16_step_ends_the_probe_with_fp32():
+    import time as _time
+
+    calls = []
+
+    def make_step(p):
+        return lambda: calls.append(p) or _time.sleep(0.05 if p == "bf16" else 0.001)
+
+    rec = P.resolve_precision("auto", ("test-screen", id(calls)), make_step)
+    assert rec["chosen"] == "fp32" and calls == ["fp32", "bf16"] and "no bf16 hardware" in rec["probe"]["note"]
 
 
 def test_auto_on_this_machine_picks_what_its_own_probe_measured():

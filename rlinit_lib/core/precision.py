@@ -24,6 +24,7 @@ from rlinit_lib.core.params import check_choice
 
 PRECISIONS = ("fp32", "bf16", "auto")
 AUTO_MARGIN = 0.9      # bf16 must take <= 90% of fp32's step time: a near-tie keeps the faithful fp32
+SCREEN = 4.0           # a first bf16 step this many times slower than fp32's ends the probe: no bf16 hardware
 _CHOICES: dict[Hashable, dict] = {}
 
 
@@ -80,10 +81,15 @@ def resolve_precision(requested: str, key: Hashable, make_step: Callable[[str], 
             _CHOICES[full_key] = {"requested": "auto", "chosen": "fp32",
                                   "probe": {"note": "this GPU has no bf16 support"}}
         else:
-            times = time_alternating({p: make_step(p) for p in ("fp32", "bf16")}, repeats=repeats, sync=sync)
+            steps = {p: make_step(p) for p in ("fp32", "bf16")}
+            first = time_alternating(steps, repeats=1, warmup=0, sync=sync)    # the first calls include JIT warm-up
+            if first["bf16"][0] > SCREEN * first["fp32"][0]:
+                times, note = first, f"stopped after one step each: bf16 took over {SCREEN}x fp32's (no bf16 hardware)"
+            else:
+                times, note = time_alternating(steps, repeats=repeats, warmup=0, sync=sync), None
             med = {p: statistics.median(t) for p, t in times.items()}
             _CHOICES[full_key] = {"requested": "auto", "chosen": decide(med["fp32"], med["bf16"]), "probe": {
-                "device": str(dev), "threads": torch.get_num_threads(), "repeats": repeats, "margin": AUTO_MARGIN,
-                "fp32_step_ms": 1000 * med["fp32"], "bf16_step_ms": 1000 * med["bf16"],
-                "bf16_speedup": med["fp32"] / med["bf16"]}}
+                "device": str(dev), "threads": torch.get_num_threads(), "repeats": len(times["fp32"]),
+                "margin": AUTO_MARGIN, "fp32_step_ms": 1000 * med["fp32"], "bf16_step_ms": 1000 * med["bf16"],
+                "bf16_speedup": med["fp32"] / med["bf16"], **({"note": note} if note else {})}}
     return dict(_CHOICES[full_key])
