@@ -4,7 +4,8 @@
 
 (a) the first version: ``layer_statistics`` on 256 images and a new pyplot figure per change (three panels,
     ``tight_layout``, rendered to PNG); (b) this version (``ScaleExplorer.redraw``): 32 images, one figure kept
-    between redraws whose lines are updated, rendered off-screen to the widget's PNG. Alternating, median over
+    between redraws whose static parts are drawn once and whose lines, marker and title are blitted over
+    them, encoded to the widget's PNG. Alternating, median over
     repeats, at scales spread over the slider; both run with the process's torch threads. Written to
     ``outputs/bench/``.
 """

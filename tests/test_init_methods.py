@@ -14,7 +14,7 @@ from rlinit_lib.core.stats import holm
 from rlinit_lib.initialisation.data_driven import (effective_scales, gradient_quotient, gradinit, gradinit_objective,
                                                    layer_output_stds, lsuv_init, metainit)
 from rlinit_lib.scale_search.init_methods import (ARMS, InitMethodsConfig, best_scale_per_width, init_methods_report,
-                                                  initialise_arm, run_init_methods)
+                                                  initialise_arm, run_init_methods, width_shifts)
 from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig, run_grid
 from rlinit_lib.scale_search.training import build_child
 
@@ -182,3 +182,17 @@ def test_best_scale_per_width_has_an_interval_from_the_seeds():
     best = best_scale_per_width(pd.DataFrame(rows))
     assert list(best["best_scale"]) == [1.0, 1.5]
     assert (best["best_scale_ci_low"] <= best["best_scale"]).all() and (best["best_scale"] <= best["best_scale_ci_high"]).all()
+
+
+def test_a_width_shift_is_detected_only_when_every_seed_agrees():
+    """The paired bootstrap of best_s(w) - best_s(x1): a consistent move excludes 0, a noisy tie does not."""
+    rng = np.random.default_rng(0)
+    rows = [{"width": w, "scale": s, "seed_index": j, "test_accuracy": 0.8 - (s - peak) ** 2 + 0.001 * rng.normal()}
+            for w, peak in ((1.0, 1.0), (2.0, 1.5)) for s in (0.5, 1.0, 1.5, 2.0) for j in range(4)]
+    moved = width_shifts(pd.DataFrame(rows)).iloc[0]
+    assert (moved["width"], moved["shift"], moved["moves"]) == (2.0, 0.5, True)
+    assert moved["shift_ci_low"] == moved["shift_ci_high"] == 0.5
+    flat = [{"width": w, "scale": s, "seed_index": j, "test_accuracy": 0.8 + 0.01 * rng.normal()}
+            for w in (1.0, 2.0) for s in (0.5, 1.0, 1.5, 2.0) for j in range(6)]
+    tie = width_shifts(pd.DataFrame(flat)).iloc[0]
+    assert not tie["moves"] and tie["shift_ci_low"] <= 0 <= tie["shift_ci_high"]

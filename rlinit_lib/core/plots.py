@@ -41,7 +41,7 @@ def band_plot(ax, data: pd.DataFrame, x: str, y: str, replicate: str, group: str
     """Draw one mean line with its 95% band per ``group`` of a long table (one row per x, group and
     replicate). ``styles``: group -> matplotlib kwargs (colour and line style) so that overlapping
     lines stay distinguishable; by default colours cycle and line styles alternate."""
-    groups = [(None, data)] if group is None else list(data.groupby(group, sort=False))
+    groups = [(None, data)] if group is None else list(data.groupby(group, sort=False, observed=True))
     for i, (g, d) in enumerate(groups):
         wide = d.pivot_table(index=x, columns=replicate, values=y, aggfunc="mean", dropna=False)
         mean, lo, hi = band(wide.to_numpy(), bounds, seed=seed)

@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -98,13 +99,20 @@ class SerialExecutor:
 _POOLS: dict[int, cf.ProcessPoolExecutor] = {}
 
 
+def _ignore_interrupts() -> None:
+    # Jupyter interrupts and shuts down a kernel by signalling its whole process group: the parent handles
+    # the interrupt and cancels the trials not started; idle workers would otherwise die with tracebacks
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def process_pool(workers: int) -> cf.ProcessPoolExecutor:
     """A pool of ``workers`` spawned processes, started once and reused by later calls (a search calls
     ``run_trials`` once per batch); a pool broken by a dead worker is replaced."""
     pool = _POOLS.get(workers)
     if pool is None or getattr(pool, "_broken", False):
         # spawn, not fork: forking after torch has started its threads can deadlock
-        pool = _POOLS[workers] = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = _POOLS[workers] = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                             initializer=_ignore_interrupts)
     return pool
 
 
@@ -117,11 +125,16 @@ class ProcessExecutor:
     def run(self, calls):
         pool = process_pool(self.workers)
         futures = {pool.submit(call_trial, fn, kwargs, self.threads): i for i, (fn, kwargs) in enumerate(calls)}
-        for fut in cf.as_completed(futures):
-            try:
-                yield futures[fut], fut.result()
-            except Exception as exc:   # the worker process died
-                yield futures[fut], ("error", one_line(exc), float("nan"))
+        try:
+            for fut in cf.as_completed(futures):
+                try:
+                    out = fut.result()
+                except Exception as exc:   # the worker process died
+                    out = ("error", one_line(exc), float("nan"))
+                yield futures[fut], out
+        finally:   # interrupted (or the caller stopped early): trials not started yet are dropped
+            for fut in futures:
+                fut.cancel()
 
 
 def import_ray(local: bool):

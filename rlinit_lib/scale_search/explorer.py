@@ -4,8 +4,9 @@
 Conv2d/Linear layer, the standard deviation of its pre-activation output, of the loss gradient with
 respect to that output, and of the gradient of its weights. ``scale_explorer`` wraps it in ipywidgets: a
 wide scale slider and an activation dropdown above one figure, drawn off-screen and shown as a widget
-image that is replaced in place on every change (no second copy of the figure, and no capture into an
-``Output`` widget, which can hang headless runners: jupyter/nbclient#312). Its third panel shows what
+image that is replaced in place on every change: no second copy of the figure, and no capture into an
+``Output`` widget, which can hang headless runners (jupyter/nbclient#312). Axes, legends and bands are
+drawn once; a change redraws only the lines, the marker and the title over them (matplotlib's blitting). Its third panel shows what
 the study measured near that scale: notebook 02's accuracy-vs-scale curve with its seed band and the
 theory scales, when 02's run store exists, else the search's rewards. A notebook saved without a
 kernel keeps a picture of the last state: the widget's display data carries a PNG as well.
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import nn
 
 from rlinit_lib.core.data import normalise
@@ -126,9 +128,9 @@ class ScaleExplorer:
             ax.grid(alpha=0.3, which="major")
         self.ax_act.set_ylabel("std of the layer's output (log)")
         self.ax_grad.set_ylabel("std of the loss gradient (log)")
-        (self.line_act,) = self.ax_act.plot(x, np.ones(len(x)), "o-", color="C0", label="pre-activation")
-        (self.line_out,) = self.ax_grad.plot(x, np.ones(len(x)), "o-", color="C1", label="dL / d output")
-        (self.line_w,) = self.ax_grad.plot(x, np.ones(len(x)), "s--", color="C2", label="dL / d weights")
+        (self.line_act,) = self.ax_act.plot(x, np.ones(len(x)), "o-", color="C0", label="pre-activation", animated=True)
+        (self.line_out,) = self.ax_grad.plot(x, np.ones(len(x)), "o-", color="C1", label="dL / d output", animated=True)
+        (self.line_w,) = self.ax_grad.plot(x, np.ones(len(x)), "s--", color="C2", label="dL / d weights", animated=True)
         self.ax_act.legend(fontsize=8, loc="upper left")
         self.ax_grad.legend(fontsize=8, loc="upper left")
         ax = self.ax_meas
@@ -147,13 +149,14 @@ class ScaleExplorer:
                     va="center", transform=ax.transAxes)
             ax.set_title("Measured results")
         self.theory_lines, self.theory_for = [], None
-        self.marker = ax.axvline(1.0, color="C3", lw=1.5, label="selected s")
+        self.marker = ax.axvline(1.0, color="C3", lw=1.5, label="selected s", animated=True)
         ax.set_xlim(self.slider.min - 0.02, self.slider.max + 0.02)
         ax.set_xlabel("He scale s")
         ax.grid(alpha=0.3)
         self._draw_theory("silu")
-        self.fig.suptitle(" ")
+        self.title = self.fig.suptitle(" ", fontsize=11, animated=True)
         self.fig.tight_layout()        # once: the layout does not change between redraws
+        self.background = None
 
     def _draw_theory(self, activation: str) -> None:
         for line in self.theory_lines:
@@ -165,6 +168,7 @@ class ScaleExplorer:
                                               ("backward", "C6", ":"))]
         self.ax_meas.legend(fontsize=7, loc="best", framealpha=0.8)
         self.theory_for = activation
+        self.background = None
 
     def render(self, scale: float, activation: str) -> bytes:
         stats = layer_statistics(scale, activation, self.x, self.y)
@@ -175,10 +179,19 @@ class ScaleExplorer:
         self.marker.set_xdata([scale, scale])
         if activation != self.theory_for:
             self._draw_theory(activation)
-        self.fig.suptitle(f"Scale explorer: s = {scale:.2f}, activation = {activation} (one batch of {len(self.y)} "
-                          "images through a fresh SimpleCNN)", fontsize=11)
+        self.title.set_text(f"Scale explorer: s = {scale:.2f}, activation = {activation} (one batch of {len(self.y)} "
+                            "images through a fresh SimpleCNN)")
+        canvas = self.fig.canvas
+        if self.background is None:    # axes, legends and band are drawn once (again when the activation changes)
+            canvas.draw()
+            self.background = canvas.copy_from_bbox(self.fig.bbox)
+        canvas.restore_region(self.background)
+        for artist in (self.line_act, self.line_out, self.line_w, self.marker, self.title):
+            self.fig.draw_artist(artist)
         buf = io.BytesIO()
-        self.fig.canvas.print_png(buf)
+        # fast zlib level: a screen image, redrawn on every slider move
+        Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).save(
+            buf, format="png", compress_level=1)
         return buf.getvalue()
 
     def redraw(self, _change=None) -> None:
