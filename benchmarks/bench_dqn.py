@@ -6,7 +6,10 @@ Times, in one run on the same machine: (a) ``train_dqn``, the faithful one-seed 
 CartPole, one ``nn.Module``), for each (variant, seed) in turn; (b) ``train_dqn_batched`` with all
 of those runs together, and optionally (``--ks``) with K seeds of the first variant (no baseline).
 It reports seconds per run, the speed-up over (a), environment steps per second, and whether (b)
-reproduced (a)'s returns exactly. ``--repeat N`` times (a) and (b) N times, alternating, and reports
+reproduced (a)'s returns exactly. Variants the batched path lacks (NoisyNet, parameter noise, ReDo, soft
+shrink-and-perturb: ``DQNConfig.FAITHFUL_ONLY``) are timed on (a) only, each with its own row, which is what
+notebook 04 pays per run for them. Runs use notebook 04's settings (``SmoothReinitConfig.dqn_config``: the
+standard rule and the diagnostics every ``diag_every`` episodes). ``--repeat N`` times (a) and (b) N times, alternating, and reports
 the medians (and every time in the JSON): on a shared machine single timings vary by 20-30%. Written to ``outputs/bench/`` (JSON + markdown) with device, versions and date.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from benchmarks.bench_training import save_report
 from rlinit_lib.smooth_reinit.dqn import DQNConfig, train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
 from rlinit_lib.core.runtime import environment_info, pick_device
-from rlinit_lib.smooth_reinit.experiment import DQN_VARIANTS
+from rlinit_lib.smooth_reinit.experiment import DQN_VARIANTS, SmoothReinitConfig
 
 
 def main(argv=None) -> dict:
@@ -41,9 +44,13 @@ def main(argv=None) -> dict:
     if not 0 < args.wait_fraction <= 1:
         raise SystemExit(f"wait-fraction must be > 0 and <= 1 (got {args.wait_fraction})")
     device = pick_device(args.device)
-    configs = {v: DQNConfig(episodes=args.episodes, **DQN_VARIANTS[v][0]) for v in args.variants}
-    runs = [replace(cfg, seed=s) for cfg in configs.values() for s in range(args.seeds)]
-    label = f"{len(args.variants)} variant(s) x {args.seeds} seeds"
+    notebook = SmoothReinitConfig(dqn_episodes=args.episodes, dqn_step_budget=0)
+    configs = {v: notebook.dqn_config(v, 0) for v in args.variants}
+    solo = [v for v, c in configs.items() if any(getattr(c, f) for f in DQNConfig.FAITHFUL_ONLY)]
+    runs = [replace(cfg, seed=s) for v, cfg in configs.items() if v not in solo for s in range(args.seeds)]
+    if not runs:
+        raise SystemExit("give at least one variant the batched path supports (e.g. minimalrl_schedule)")
+    label = f"{len(configs) - len(solo)} variant(s) x {args.seeds} seeds"
     rows = []
 
     def record(name, results, seconds, same=None):
@@ -53,7 +60,7 @@ def main(argv=None) -> dict:
         print(f"{name:<44} runs={k:<4} {seconds / k:8.2f} s/run  {steps / seconds:9.0f} steps/s"
               + ("" if same is None else f"  identical to (a): {same}"), flush=True)
 
-    times_a, times_b = [], []
+    times_a, times_b, times_solo = [], [], {v: [] for v in solo}
     for _ in range(args.repeat):     # alternated, so that slow spells of a shared machine hit both paths
         t = time.perf_counter()
         faithful = [train_dqn(r) for r in runs]
@@ -61,18 +68,26 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         batched = train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction)
         times_b.append(time.perf_counter() - t)
+        for v in solo:
+            t = time.perf_counter()
+            solo_results = [train_dqn(replace(configs[v], seed=s)) for s in range(args.seeds)]
+            times_solo[v].append((time.perf_counter() - t, solo_results))
     same = all(b["returns"] == f["returns"] for b, f in zip(batched, faithful))
     record(f"(a) faithful, one run at a time ({label})", faithful, float(np.median(times_a)))
     record(f"(b) batched on {device.type} ({label})", batched, float(np.median(times_b)), same)
     rows[0]["seconds_each_repeat"], rows[1]["seconds_each_repeat"] = times_a, times_b
-    first = next(iter(configs.values()))
+    for v in solo:   # faithful path only: the batched path lacks the option
+        record(f"(a) faithful only, one run at a time ({v} x {args.seeds} seeds)", times_solo[v][-1][1],
+               float(np.median([t for t, _ in times_solo[v]])))
+        rows[-1]["seconds_each_repeat"] = [t for t, _ in times_solo[v]]
+    first, first_name = runs[0], next(v for v in configs if v not in solo)
     for k in args.ks:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
         results = train_dqn_batched([replace(first, seed=s) for s in range(k)], device=device,
                                     wait_fraction=args.wait_fraction)
-        record(f"(b) batched on {device.type} ({args.variants[0]} x {k} seeds)", results, time.perf_counter() - t)
+        record(f"(b) batched on {device.type} ({first_name} x {k} seeds)", results, time.perf_counter() - t)
 
     base = rows[0]["s_per_run"]
     for r in rows:

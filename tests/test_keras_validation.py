@@ -55,7 +55,7 @@ def test_tiny_fit_on_torch_backend_statistics_and_report(tmp_path):
     again, _ = run_validation(cfg)  # resumes: nothing left to train
     pd.testing.assert_frame_equal(again, runs)
     result = compare(runs, 1.25)
-    assert list(result["per_scale"]["n"]) == [2, 2] and "welch" in result and "accuracy" in verdict(result)
+    assert list(result["per_scale"]["n"]) == [2, 2] and result["difference"]["test"] == "paired t" and "accuracy" in verdict(result)
     rep = validation_report(cfg, runs, hist)
     assert "No 02_proxy_fidelity results" in rep.text() and "run 02_proxy_fidelity first" in rep.text()
     assert pd.read_csv(tmp_path / "k" / "table_5_1.csv")["mean_accuracy"].dtype == float

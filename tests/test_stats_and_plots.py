@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from rlinit_lib.scale_search.plotting import plot_reward_vs_scale, plot_search_history, quadratic_peak
-from rlinit_lib.core.stats import mean_ci, paired_difference, welch
+from rlinit_lib.core.stats import difference_by_seed, mean_ci, paired_difference, welch
 
 matplotlib.use("Agg")
 
@@ -53,3 +53,18 @@ def test_figures_draw_from_a_search_table():
     assert len(plot_search_history(table).axes) == 6
     ax = plot_reward_vs_scale(table, {"scale": 1.0, "reward": 6.5}).axes[0]
     assert ax.get_xlabel() == "scale s"
+
+
+def test_difference_by_seed_pairs_matching_seeds_and_falls_back_to_welch():
+    """A small effect under a large per-seed offset: the paired test sees it, Welch's cannot; with other seeds
+    in the control there is nothing to pair and Welch's is used."""
+    rng = np.random.default_rng(1)
+    offset = rng.normal(0, 1.0, 8)
+    arm = pd.DataFrame({"seed": range(8), "loss": offset + 0.1 + rng.normal(0, 0.01, 8)})
+    ctrl = pd.DataFrame({"seed": range(7, -1, -1), "loss": offset[::-1]})   # same seeds, other order
+    paired = difference_by_seed(arm, ctrl, "loss")
+    assert paired["test"] == "paired t" and paired["ci_low"] > 0.08 and paired["ci_high"] < 0.12
+    unpaired = welch(arm["loss"], ctrl["loss"])
+    assert unpaired["ci_low"] < 0 < unpaired["ci_high"]
+    other = difference_by_seed(arm, ctrl.assign(seed=ctrl["seed"] + 100), "loss")
+    assert other["test"] == "Welch" and other["mean"] == pytest.approx(unpaired["mean"])

@@ -50,6 +50,17 @@ def welch(a, b, confidence: float = 0.95) -> dict:
     return {"mean": diff, "ci_low": diff - half, "ci_high": diff + half, "p_value": p, "dof": float(dof)}
 
 
+def difference_by_seed(a, b, column: str, key: str = "seed", confidence: float = 0.95) -> dict:
+    """``column`` of table ``a`` minus that of table ``b``: a paired t interval and test over ``key`` when both
+    tables hold the same keys once each (a paired design: seed s gave both arms the same initial draws), Welch's
+    otherwise; ``test`` names which was used."""
+    if (key in a and key in b and len(a) >= 2 and len(a) == len(b) and not a[key].duplicated().any()
+            and set(a[key]) == set(b[key])):
+        x, y = a.set_index(key)[column], b.set_index(key)[column]
+        return {**paired_difference(x, y.reindex(x.index), confidence), "test": "paired t"}
+    return {**welch(a[column], b[column], confidence), "test": "Welch"}
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate; NaN stays
     NaN and is not counted). Compare the adjusted values with 0.05."""

@@ -24,7 +24,7 @@ from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, Str, p
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import derive_seed, environment_info, seed_everything
-from rlinit_lib.core.stats import bootstrap_difference, mean_ci, transfer_agreement, welch
+from rlinit_lib.core.stats import bootstrap_difference, difference_by_seed, mean_ci, transfer_agreement
 from rlinit_lib.core.store import RunStore, stored_identity
 from rlinit_lib.core.trials import Trial, run_config_trials, torch_threads, trial_threads
 
@@ -144,7 +144,10 @@ def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def compare(runs: pd.DataFrame, s_proxy: float, baseline: float = 1.0, seed: int = 0) -> dict:
-    """Table 5.1 extended: per-scale mean and interval, and s_proxy - baseline by Welch and by bootstrap."""
+    """Table 5.1 extended: per-scale mean and interval, and s_proxy - baseline paired by seed (seed j gives both
+    scales the same initial draws, scaled, and the same dropout and data order; Welch's if the seeds differ) and
+    by an (unpaired) bootstrap of the means."""
+    pair = [runs[np.isclose(runs["scale"], x)] for x in (s_proxy, baseline)]
     a = runs.loc[np.isclose(runs["scale"], s_proxy), "final_val_accuracy"].to_numpy()
     b = runs.loc[np.isclose(runs["scale"], baseline), "final_val_accuracy"].to_numpy()
     per_scale = []
@@ -152,18 +155,18 @@ def compare(runs: pd.DataFrame, s_proxy: float, baseline: float = 1.0, seed: int
         m, lo, hi = mean_ci(g["final_val_accuracy"])
         per_scale.append({"scale": float(s), "n": len(g), "mean_accuracy": m, "ci_low": lo, "ci_high": hi,
                           "sd": float(g["final_val_accuracy"].std(ddof=1))})
-    return {"per_scale": pd.DataFrame(per_scale), "welch": welch(a, b), "bootstrap": bootstrap_difference(a, b, seed=seed),
+    return {"per_scale": pd.DataFrame(per_scale), "difference": difference_by_seed(*pair, "final_val_accuracy", key="seed_index"), "bootstrap": bootstrap_difference(a, b, seed=seed),
             "s_proxy": s_proxy, "baseline": baseline}
 
 
 def verdict(result: dict) -> str:
-    w, bs = result["welch"], result["bootstrap"]
+    w, bs = result["difference"], result["bootstrap"]
     if result["s_proxy"] == result["baseline"]:
         return f"s_proxy equals the baseline ({result['baseline']:g}): there is nothing to compare."
     sig = w["ci_low"] > 0 or w["ci_high"] < 0
     direction = "better" if w["mean"] > 0 else "worse"
     return (f"s_proxy = {result['s_proxy']:g} minus s = {result['baseline']:g}: {w['mean']:+.4f} accuracy "
-            f"(Welch 95% CI [{w['ci_low']:+.4f}, {w['ci_high']:+.4f}], p = {w['p_value']:.3g}; bootstrap "
+            f"({w['test']} 95% CI [{w['ci_low']:+.4f}, {w['ci_high']:+.4f}], p = {w['p_value']:.3g}; bootstrap "
             f"[{bs['ci_low']:+.4f}, {bs['ci_high']:+.4f}]). "
             + (f"**s_proxy is {direction} than s = 1.0 at 95% confidence.**" if sig else
                "**Not significant:** the interval contains 0, so these runs do not show that s_proxy helps. The "
@@ -231,10 +234,10 @@ def describe_transfer(cfg: KerasValidationConfig, result: dict, s_proxy: float) 
     else:
         lines.append("A rank correlation needs three scales: add one with `extra_scales`.")
     if "predicted_difference" in t:
-        w = result["welch"]
+        w = result["difference"]
         inside = w["ci_low"] <= t["predicted_difference"] <= w["ci_high"] if np.isfinite(w["ci_low"]) else None
         lines.append(f"The proxy predicts s_proxy - 1.0 = {t['predicted_difference']:+.4f}; this network measured "
                      f"{t['measured_difference']:+.4f} (same sign: {'yes' if t['same_sign'] else 'no'}; the proxy's "
                      "prediction lies " + ("inside" if inside else "outside" if inside is not None else "n/a for")
-                     + f" the Welch 95% interval [{fmt(w['ci_low'])}, {fmt(w['ci_high'])}]).")
+                     + f" the {w['test']} 95% interval [{fmt(w['ci_low'])}, {fmt(w['ci_high'])}]).")
     return " ".join(lines)

@@ -29,7 +29,7 @@ from rlinit_lib.core.notebook import Report
 from rlinit_lib.core.params import BOOL, Choice, Float, Int, ListOf, ParameterError, RunFields, Str, param
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.runtime import device_rule, environment_info, pick_device, seed_everything
-from rlinit_lib.core.stats import mean_ci, welch, wilson_interval
+from rlinit_lib.core.stats import difference_by_seed, mean_ci, wilson_interval
 from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.trials import Trial, run_config_trials
 from rlinit_lib.smooth_reinit.char_gpt import CharData, GPTConfig, load_text, train_char_gpt
@@ -251,23 +251,25 @@ def compare_solving(metrics: pd.DataFrame, controls: dict) -> pd.DataFrame:
 
 
 def compare_to_controls(metrics: pd.DataFrame, metric: str, controls: dict, lower_is_better: bool) -> pd.DataFrame:
-    """Mean and 95% CI per variant, and Welch's difference against its matching control."""
+    """Mean and 95% CI per variant, and the difference against its matching control: paired by seed (a paired
+    t interval and test) when the variant and its control ran the same seeds, as every profile does (seed s gives
+    both the same initial network, data and exploration draws); Welch's otherwise. ``test`` says which."""
     rows = []
     for v, g in metrics.groupby("variant"):
         m, lo, hi = mean_ci(g[metric])
         row = {"variant": v, "n": int(g[metric].notna().sum()), "mean": m, "ci_low": lo, "ci_high": hi}
         ctrl = controls.get(v, (None, None))[1]
         if ctrl is not None and ctrl in set(metrics["variant"]):
-            w = welch(g[metric], metrics.loc[metrics["variant"] == ctrl, metric])
+            w = difference_by_seed(g, metrics[metrics["variant"] == ctrl], metric)
             sig = w["ci_low"] > 0 or w["ci_high"] < 0
             better = (w["mean"] < 0) == lower_is_better
             verdict = ("better" if better else "worse") if sig else "not significant"
-            row |= {"control": ctrl, "diff_vs_control": w["mean"], "diff_ci_low": w["ci_low"],
-                    "diff_ci_high": w["ci_high"], "p_value": w["p_value"],
+            row |= {"control": ctrl, "test": w["test"], "diff_vs_control": w["mean"],
+                    "diff_ci_low": w["ci_low"], "diff_ci_high": w["ci_high"], "p_value": w["p_value"],
                     "verdict": verdict if np.isfinite(w["p_value"]) else "too few runs to test"}
         rows.append(row)
-    return pd.DataFrame(rows, columns=["variant", "n", "mean", "ci_low", "ci_high", "control", "diff_vs_control",
-                                       "diff_ci_low", "diff_ci_high", "p_value", "verdict"])
+    return pd.DataFrame(rows, columns=["variant", "n", "mean", "ci_low", "ci_high", "control", "test",
+                                       "diff_vs_control", "diff_ci_low", "diff_ci_high", "p_value", "verdict"])
 
 
 def plot_dqn_returns(returns: pd.DataFrame, variants: list[str], window: int = 20):
@@ -302,7 +304,7 @@ def describe_comparisons(tables: dict[str, pd.DataFrame], solving: pd.DataFrame 
     for name, table in tables.items():
         for r in table.dropna(subset=["diff_vs_control"]).itertuples():
             lines.append(f"- {name}: **{r.variant}** vs {r.control}: {r.diff_vs_control:+.3f} "
-                         f"(95% CI [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}], p = {r.p_value:.2g}) — {r.verdict}.")
+                         f"({r.test} 95% CI [{r.diff_ci_low:+.3f}, {r.diff_ci_high:+.3f}], p = {r.p_value:.2g}) — {r.verdict}.")
     if solving is not None and "control" in solving:
         for r in solving.dropna(subset=["control"]).itertuples():
             lines.append(f"- DQN solving: **{r.variant}** solved {r.solved}/{r.runs} runs vs {r.control_solved} for "
@@ -363,7 +365,7 @@ def methods_section(rep: Report, cfg: SmoothReinitConfig, dqn: DQNRuns) -> None:
     rep.table("methods_runs", metrics, show=False)
     versus = against_controls(metrics, arms)
     rep.table("methods_vs_controls", versus, caption="**Every arm against epsilon = 0 and the epsilon schedule**: share "
-              "solved (Fisher), steps to solve (Mann-Whitney U), last-100 mean (Welch), each with Holm's adjustment over "
+              "solved (Fisher), steps to solve (Mann-Whitney U), last-100 mean (paired by seed), each with Holm's adjustment over "
               "the arms (`*_holm`)")
     diag = dqn.diagnostics[dqn.diagnostics["variant"].isin(arms)] if len(dqn.diagnostics) else dqn.diagnostics
     effects = pd.DataFrame()
@@ -373,7 +375,7 @@ def methods_section(rep: Report, cfg: SmoothReinitConfig, dqn: DQNRuns) -> None:
         rep.table("methods_diagnostic_effects", effects,
                   caption=f"**Diagnostics against the matching control** (run-level means over checkpoints every "
                           f"{cfg.diag_every} episodes on a fixed batch of 512 states; dormant: score <= tau = "
-                          f"{cfg.dormant_tau}; Welch intervals), and the share of runs that ended collapsed (one action "
+                          f"{cfg.dormant_tau}; paired-by-seed t intervals), and the share of runs that ended collapsed (one action "
                           "everywhere; Wilson interval)")
     rep.summary["methods"] = "**Against exploration and plasticity methods:**\n" + methods_verdict(versus, effects)
     rep.markdown("### Verdict\n" + methods_verdict(versus, effects))

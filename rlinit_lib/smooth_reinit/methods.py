@@ -7,7 +7,7 @@ the budget, in the episode that crossed it, counts as unsolved, so every censore
 solved one and rank tests stay valid) and the mean return of the last 100 episodes. Aggregates: the
 interquartile mean with stratified-bootstrap 95% intervals from ``rliable`` (Agarwal et al. 2021), the
 field's library for this; tests of every arm against epsilon = 0 and against minimalRL's epsilon schedule
-(Mann-Whitney U on steps to solve, Welch on the last-100 mean), Holm-adjusted over the arms of each
+(Mann-Whitney U on steps to solve, the last-100 mean paired by seed), Holm-adjusted over the arms of each
 family. Diagnostics (``plasticity.diagnostics``, every ``diag_every`` episodes on a fixed batch of states)
 say whether an arm changes exploration (action entropy, constant-action collapse) or plasticity (dormant
 fraction, effective rank); each arm is compared with its matching control on their run-level means.
@@ -21,7 +21,7 @@ from scipy.stats import fisher_exact, mannwhitneyu
 
 from rlinit_lib.core.notebook import fmt
 from rlinit_lib.core.plots import band_plot
-from rlinit_lib.core.stats import holm, welch, wilson_interval
+from rlinit_lib.core.stats import difference_by_seed, holm, wilson_interval
 
 CATEGORY = {
     "minimalrl_schedule": "control", "eps0": "control", "eps0_skip": "control",
@@ -81,7 +81,8 @@ def iqm_table(metrics: pd.DataFrame, arms: list[str], reps: int = 2000, seed: in
 
 def against_controls(metrics: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     """Every arm against epsilon = 0 and against the epsilon schedule: share solved (Fisher), steps to solve
-    (Mann-Whitney U, censored values tied at the budget), last-100 mean (Welch); Holm over the arms of each
+    (Mann-Whitney U, censored values tied at the budget), last-100 mean (paired by seed where the seeds match,
+    else Welch); Holm over the arms of each
     (control, measure) family."""
     rows = []
     for ctrl in CONTROLS:
@@ -94,13 +95,13 @@ def against_controls(metrics: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
                 continue
             k, kc = int(g["steps_to_solve"].notna().sum()), int(c["steps_to_solve"].notna().sum())
             x, y = _steps_or_budget(g), _steps_or_budget(c)
-            w = welch(g["final_100"], c["final_100"])
+            w = difference_by_seed(g, c, "final_100")
             rows.append({"variant": a, "control": ctrl, "solved": k, "runs": len(g), "control_solved": kc,
                          "control_runs": len(c), "p_share": float(fisher_exact([[k, len(g) - k], [kc, len(c) - kc]]).pvalue),
                          "median_steps": float(x.median()), "control_median_steps": float(y.median()),
                          "p_steps": float(mannwhitneyu(x, y).pvalue) if np.ptp(np.r_[x, y]) > 0 else 1.0,
                          "final_100_diff": w["mean"], "final_100_diff_ci_low": w["ci_low"],
-                         "final_100_diff_ci_high": w["ci_high"], "p_final_100": w["p_value"]})
+                         "final_100_diff_ci_high": w["ci_high"], "p_final_100": w["p_value"], "final_100_test": w["test"]})
     table = pd.DataFrame(rows)
     for ctrl in table["control"].unique() if len(table) else ():
         at = table["control"] == ctrl
@@ -127,7 +128,8 @@ def run_diagnostics(diag: pd.DataFrame) -> pd.DataFrame:
 
 
 def diagnostic_effects(per_run: pd.DataFrame, controls: dict) -> pd.DataFrame:
-    """Each arm against its matching control: Welch differences of the run-level diagnostics, and the share of
+    """Each arm against its matching control: differences of the run-level diagnostics (paired by seed where
+    the seeds match, else Welch), and the share of
     runs that ended collapsed (Wilson interval; Fisher against the control)."""
     rows = []
     for a, g in per_run.groupby("variant"):
@@ -140,7 +142,7 @@ def diagnostic_effects(per_run: pd.DataFrame, controls: dict) -> pd.DataFrame:
         for d in DIAGNOSTICS:
             row[f"{d}_mean"] = float(g[d].mean())
             if len(c):
-                w = welch(g[d], c[d])
+                w = difference_by_seed(g, c, d)
                 row |= {f"{d}_diff": w["mean"], f"{d}_ci_low": w["ci_low"], f"{d}_ci_high": w["ci_high"],
                         f"{d}_p": w["p_value"]}
         if len(c):
@@ -151,8 +153,9 @@ def diagnostic_effects(per_run: pd.DataFrame, controls: dict) -> pd.DataFrame:
 
 
 def moves(row) -> list[str]:
-    """The diagnostics that moved against the control at 95% (Welch intervals; Fisher for collapses), with
-    their direction, e.g. ``["action entropy up", "dormant share up"]``. No correction: a description."""
+    """The diagnostics that moved against the control at 95% (Fisher for collapses), with
+    their direction, e.g. ``["action entropy up", "dormant share up"]`` (intervals of
+    :func:`diagnostic_effects`). No correction: a description."""
     out = []
     for d, name in (("action_entropy", "action entropy"), ("dormant_fraction", "dormant share"), ("srank", "effective rank")):
         lo, hi = row.get(f"{d}_ci_low", np.nan), row.get(f"{d}_ci_high", np.nan)
