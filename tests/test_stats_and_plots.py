@@ -68,3 +68,5 @@ def test_difference_by_seed_pairs_matching_seeds_and_falls_back_to_welch():
     assert unpaired["ci_low"] < 0 < unpaired["ci_high"]
     other = difference_by_seed(arm, ctrl.assign(seed=ctrl["seed"] + 100), "loss")
     assert other["test"] == "Welch" and other["mean"] == pytest.approx(unpaired["mean"])
+    same = difference_by_seed(ctrl, ctrl.iloc[::-1], "loss")
+    assert (same["mean"], same["ci_low"], same["ci_high"], same["p_value"]) == (0.0, 0.0, 0.0, 1.0)

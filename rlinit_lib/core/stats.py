@@ -57,7 +57,10 @@ def difference_by_seed(a, b, column: str, key: str = "seed", confidence: float =
     if (key in a and key in b and len(a) >= 2 and len(a) == len(b) and not a[key].duplicated().any()
             and set(a[key]) == set(b[key])):
         x, y = a.set_index(key)[column], b.set_index(key)[column]
-        return {**paired_difference(x, y.reindex(x.index), confidence), "test": "paired t"}
+        out = {**paired_difference(x, y.reindex(x.index), confidence), "test": "paired t"}
+        if out["n"] >= 2 and np.array_equal(x.to_numpy(float), y.reindex(x.index).to_numpy(float)):
+            out |= {"ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}   # identical runs: no difference, not "untested"
+        return out
     return {**welch(a[column], b[column], confidence), "test": "Welch"}
 
 
