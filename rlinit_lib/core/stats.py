@@ -20,9 +20,9 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
 
 
 def paired_difference(a, b, confidence: float = 0.95, bounds: tuple | None = None) -> dict:
-    """Mean of ``a - b`` over paired runs, its t interval and the paired t-test p-value. ``bounds``: the range
-    the difference can take (accuracies: (-1, 1)); the interval is intersected with it, which keeps its
-    coverage because the true difference lies inside."""
+    """Mean of ``a - b`` over paired runs, its t interval and the paired t-test p-value (identical pairs: [0, 0]
+    and p = 1). ``bounds``: the range the difference can take (accuracies: (-1, 1)); the interval is intersected
+    with it, which keeps its coverage because the true difference lies inside."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     d = a - b
     d = d[np.isfinite(d)]
@@ -30,6 +30,8 @@ def paired_difference(a, b, confidence: float = 0.95, bounds: tuple | None = Non
     if bounds is not None and np.isfinite(lo):
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     p = float(_st.ttest_1samp(d, 0.0).pvalue) if len(d) > 1 and np.ptp(d) > 0 else float("nan")
+    if len(d) > 1 and not d.any():   # identical pairs: no difference (not "untested")
+        lo, hi, p = 0.0, 0.0, 1.0
     return {"mean": m, "ci_low": lo, "ci_high": hi, "p_value": p, "n": int(len(d))}
 
 
@@ -56,11 +58,8 @@ def difference_by_seed(a, b, column: str, key: str = "seed", confidence: float =
     otherwise; ``test`` names which was used."""
     if (key in a and key in b and len(a) >= 2 and len(a) == len(b) and not a[key].duplicated().any()
             and set(a[key]) == set(b[key])):
-        x, y = a.set_index(key)[column], b.set_index(key)[column]
-        out = {**paired_difference(x, y.reindex(x.index), confidence), "test": "paired t"}
-        if out["n"] >= 2 and np.array_equal(x.to_numpy(float), y.reindex(x.index).to_numpy(float)):
-            out |= {"ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}   # identical runs: no difference, not "untested"
-        return out
+        x = a.set_index(key)[column]
+        return {**paired_difference(x, b.set_index(key)[column].reindex(x.index), confidence), "test": "paired t"}
     return {**welch(a[column], b[column], confidence), "test": "Welch"}
 
 

@@ -148,15 +148,15 @@ def compare(runs: pd.DataFrame, s_proxy: float, baseline: float = 1.0, seed: int
     scales the same initial draws, scaled, and the same dropout and data order; Welch's if the seeds differ) and
     by an (unpaired) bootstrap of the means."""
     pair = [runs[np.isclose(runs["scale"], x)] for x in (s_proxy, baseline)]
-    a = runs.loc[np.isclose(runs["scale"], s_proxy), "final_val_accuracy"].to_numpy()
-    b = runs.loc[np.isclose(runs["scale"], baseline), "final_val_accuracy"].to_numpy()
+    a, b = (p["final_val_accuracy"].to_numpy() for p in pair)
     per_scale = []
     for s, g in runs.groupby("scale"):
         m, lo, hi = mean_ci(g["final_val_accuracy"])
         per_scale.append({"scale": float(s), "n": len(g), "mean_accuracy": m, "ci_low": lo, "ci_high": hi,
                           "sd": float(g["final_val_accuracy"].std(ddof=1))})
-    return {"per_scale": pd.DataFrame(per_scale), "difference": difference_by_seed(*pair, "final_val_accuracy", key="seed_index"), "bootstrap": bootstrap_difference(a, b, seed=seed),
-            "s_proxy": s_proxy, "baseline": baseline}
+    return {"per_scale": pd.DataFrame(per_scale),
+            "difference": difference_by_seed(*pair, "final_val_accuracy", key="seed_index"),
+            "bootstrap": bootstrap_difference(a, b, seed=seed), "s_proxy": s_proxy, "baseline": baseline}
 
 
 def verdict(result: dict) -> str:

@@ -263,21 +263,29 @@ def arm_table(result: InitMethodsResult, cfg: InitMethodsConfig) -> pd.DataFrame
     return table.join(cost).reset_index()
 
 
+def _accuracy_by_seed(widths: pd.DataFrame) -> dict[float, pd.DataFrame]:
+    """width -> test accuracy as a [scale, seed_index] table (a missing network counts as 0)."""
+    return {float(w): g.pivot_table(index="scale", columns="seed_index", values="test_accuracy", dropna=False)
+            .fillna(0.0) for w, g in widths.groupby("width")}
+
+
+def _best_scale(acc: pd.DataFrame, seeds) -> float:
+    """The scale with the best mean accuracy over ``seeds`` (columns of ``acc``, repeats allowed)."""
+    return float(acc.index[int(np.argmax(acc[list(seeds)].to_numpy(float).mean(1)))])
+
+
 def best_scale_per_width(widths: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per width: the scale with the best mean accuracy over seeds, and a 95% percentile-bootstrap interval
     of that choice (seeds resampled with replacement)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for w, g in widths.groupby("width"):
-        wide = g.pivot_table(index="scale", columns="seed_index", values="test_accuracy", dropna=False)
-        scales, acc = wide.index.to_numpy(float), np.nan_to_num(wide.to_numpy(float), nan=0.0)
-        best = scales[int(np.argmax(acc.mean(1)))]
-        picks = [scales[int(np.argmax(acc[:, rng.integers(0, acc.shape[1], acc.shape[1])].mean(1)))]
-                 for _ in range(n_boot)]
+    for w, acc in _accuracy_by_seed(widths).items():
+        cols = acc.columns.to_numpy()
+        picks = [_best_scale(acc, rng.choice(cols, len(cols))) for _ in range(n_boot)]
         lo, hi = np.percentile(picks, [2.5, 97.5])
-        rows.append({"width": float(w), "best_scale": float(best), "best_scale_ci_low": float(lo),
+        rows.append({"width": w, "best_scale": _best_scale(acc, cols), "best_scale_ci_low": float(lo),
                      "best_scale_ci_high": float(hi), "best_mean_accuracy": float(acc.mean(1).max()),
-                     "seeds": int(acc.shape[1])})
+                     "seeds": len(cols)})
     return pd.DataFrame(rows)
 
 
@@ -287,27 +295,32 @@ def width_shifts(widths: pd.DataFrame, reference: float = 1.0, n_boot: int = 100
     same seeds (data order), so one resample of seed indices serves both widths. The interval is on the grid's
     steps: a shift is detected when it excludes 0."""
     rng = np.random.default_rng(seed)
-    acc = {w: g.pivot_table(index="scale", columns="seed_index", values="test_accuracy", dropna=False)
-           for w, g in widths.groupby("width")}
+    acc = _accuracy_by_seed(widths)
     ref = min(acc, key=lambda w: abs(w - reference))
-    seeds = sorted(set.intersection(*(set(a.columns) for a in acc.values())))
-
-    def pick(a, cols):
-        vals = np.nan_to_num(a[cols].to_numpy(float), nan=0.0)
-        return float(a.index.to_numpy(float)[int(np.argmax(vals.mean(1)))])
-
+    seeds = np.array(sorted(set.intersection(*(set(a.columns) for a in acc.values()))))
     rows = []
-    for w in acc:
-        if w == ref:
-            continue
-        draws = [np.asarray(seeds)[rng.integers(0, len(seeds), len(seeds))] for _ in range(n_boot)]
-        boot = [pick(acc[w], list(d)) - pick(acc[ref], list(d)) for d in draws]
+    for w in (w for w in acc if w != ref):
+        boot = [_best_scale(acc[w], d) - _best_scale(acc[ref], d)
+                for d in (rng.choice(seeds, len(seeds)) for _ in range(n_boot))]
         lo, hi = np.percentile(boot, [2.5, 97.5])
-        rows.append({"width": float(w), "reference_width": float(ref),
-                     "shift": pick(acc[w], seeds) - pick(acc[ref], seeds), "shift_ci_low": float(lo),
+        rows.append({"width": w, "reference_width": ref,
+                     "shift": _best_scale(acc[w], seeds) - _best_scale(acc[ref], seeds), "shift_ci_low": float(lo),
                      "shift_ci_high": float(hi), "seeds": len(seeds), "moves": bool(lo > 0 or hi < 0)})
     return pd.DataFrame(rows, columns=["width", "reference_width", "shift", "shift_ci_low", "shift_ci_high", "seeds",
                                        "moves"])
+
+
+def describe_width_shifts(shifts: pd.DataFrame, n_scales: int) -> str:
+    """The width-transfer verdict: which widths move the best scale, judged on the paired shift intervals."""
+    if shifts.empty:
+        return "Only one width was trained: no shift to measure."
+    said = "; ".join(f"x{r.width:g}: {r.shift:+g} [{r.shift_ci_low:+g}, {r.shift_ci_high:+g}]" for r in shifts.itertuples())
+    moved = shifts.loc[shifts["moves"], "width"]
+    if len(moved):
+        return (f"The best scale **moves with width** ({', '.join(f'x{w:g}' for w in moved)}); a single searched s "
+                f"does not transfer here. Shifts: {said}.")
+    return (f"The best scale does not move detectably with width (every paired interval of the shift contains 0: "
+            f"{said}), over {int(shifts['seeds'].min())} seeds on a grid of {n_scales} scales.")
 
 
 def plot_arms(table: pd.DataFrame, cfg: InitMethodsConfig):
@@ -444,14 +457,6 @@ def init_methods_report(cfg: InitMethodsConfig, result: InitMethodsResult) -> Re
         rep.table("width_transfer", best)
         rep.table("width_shifts", shifts)
         rep.figure("width_transfer", plot_widths(result.widths, best))
-        said = "; ".join(f"x{r.width:g}: {r.shift:+g} [{r.shift_ci_low:+g}, {r.shift_ci_high:+g}]"
-                         for r in shifts.itertuples())
-        moved = shifts[shifts["moves"]]
-        rep.markdown(("The best scale **moves with width** (" + ", ".join(f"x{w:g}" for w in moved["width"]) +
-                      f"); a single searched s does not transfer here. Shifts: {said}." if len(moved) else
-                      f"The best scale does not move detectably with width (every paired interval of the shift "
-                      f"contains 0: {said}), over {int(shifts['seeds'].min()) if len(shifts) else 0} seeds on a grid "
-                      f"of {result.widths['scale'].nunique()} scales.") if len(shifts) else
-                     "Only one width was trained: no shift to measure.")
+        rep.markdown(describe_width_shifts(shifts, result.widths["scale"].nunique()))
     rep.verdict("## What this run found\n" + verdict(table, cfg))
     return rep
