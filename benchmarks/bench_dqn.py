@@ -9,7 +9,7 @@ It reports seconds per run, the speed-up over (a), environment steps per second,
 reproduced (a)'s returns exactly. Variants the batched path lacks (NoisyNet, parameter noise, ReDo, soft
 shrink-and-perturb: ``DQNConfig.FAITHFUL_ONLY``) are timed on (a) only, each with its own row, which is what
 notebook 04 pays per run for them. Runs use notebook 04's settings (``SmoothReinitConfig.dqn_config``: the
-standard rule and the diagnostics every ``diag_every`` episodes). ``--repeat N`` times (a) and (b) N times, alternating, and reports
+standard rule and the diagnostics every ``diag_every`` episodes) and its run seeds ``derive_seed(0, s)``. ``--repeat N`` times (a) and (b) N times, alternating, and reports
 the medians (and every time in the JSON): on a shared machine single timings vary by 20-30%. Written to ``outputs/bench/`` (JSON + markdown) with device, versions and date.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from benchmarks.bench_training import save_report
 from rlinit_lib.smooth_reinit.dqn import DQNConfig, train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
-from rlinit_lib.core.runtime import environment_info, pick_device
+from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device
 from rlinit_lib.smooth_reinit.experiment import DQN_VARIANTS, SmoothReinitConfig
 
 
@@ -47,7 +47,8 @@ def main(argv=None) -> dict:
     notebook = SmoothReinitConfig(dqn_episodes=args.episodes, dqn_step_budget=0)
     configs = {v: notebook.dqn_config(v, 0) for v in args.variants}
     solo = [v for v, c in configs.items() if any(getattr(c, f) for f in DQNConfig.FAITHFUL_ONLY)]
-    runs = [replace(cfg, seed=s) for v, cfg in configs.items() if v not in solo for s in range(args.seeds)]
+    seeds = [derive_seed(0, s) for s in range(max([args.seeds, *args.ks]))]     # the notebook's run seeds
+    runs = [replace(cfg, seed=s) for v, cfg in configs.items() if v not in solo for s in seeds[:args.seeds]]
     if not runs:
         raise SystemExit("give at least one variant the batched path supports (e.g. minimalrl_schedule)")
     label = f"{len(configs) - len(solo)} variant(s) x {args.seeds} seeds"
@@ -70,7 +71,7 @@ def main(argv=None) -> dict:
         times_b.append(time.perf_counter() - t)
         for v in solo:
             t = time.perf_counter()
-            solo_results = [train_dqn(replace(configs[v], seed=s)) for s in range(args.seeds)]
+            solo_results = [train_dqn(replace(configs[v], seed=s)) for s in seeds[:args.seeds]]
             times_solo[v].append((time.perf_counter() - t, solo_results))
     same = all(b["returns"] == f["returns"] for b, f in zip(batched, faithful))
     record(f"(a) faithful, one run at a time ({label})", faithful, float(np.median(times_a)))
@@ -85,7 +86,7 @@ def main(argv=None) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        results = train_dqn_batched([replace(first, seed=s) for s in range(k)], device=device,
+        results = train_dqn_batched([replace(first, seed=s) for s in seeds[:k]], device=device,
                                     wait_fraction=args.wait_fraction)
         record(f"(b) batched on {device.type} ({first_name} x {k} seeds)", results, time.perf_counter() - t)
 

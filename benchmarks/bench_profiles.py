@@ -39,7 +39,11 @@ def fidelity(a: Path, b: Path, n_boot: int = 2000, seed: int = 0) -> dict:
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
         boot.append(stats.spearmanr(at["a"].iloc[:, idx].mean(1), at["b"].iloc[:, idx].mean(1)).statistic)
-    both = [r.set_index(["mode", "scale_index", "seed_index", "epoch"])["test_accuracy"] for r in runs.values()]
+    # one paired difference per network (its accuracy at the proxy horizon): a network's epochs are not
+    # independent replicates, so pairing network-epochs would make the interval too narrow
+    both = [r[r["epoch"] == config["proxy_horizon"]].set_index(["mode", "scale_index", "seed_index"])["test_accuracy"]
+            for r in runs.values()]
+    both[1] = both[1].reindex(both[0].index)
     diff = paired_difference(both[1], both[0])
     return {"spearman": float(rho), "spearman_low": float(np.nanpercentile(boot, 2.5)),
             "spearman_high": float(np.nanpercentile(boot, 97.5)), "difference_b_minus_a": diff,

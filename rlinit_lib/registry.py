@@ -53,7 +53,8 @@ def check_data(cfg: Config) -> str:
     (DatasetNotFoundError / FileNotFoundError, saying how to get it); returns where the data was found."""
     found = []
     if hasattr(cfg, "dataset"):
-        data = load_dataset(cfg.dataset, cfg.data_root, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
+        data = load_dataset(cfg.dataset, cfg.data_root, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                            val_size=getattr(cfg, "val_size", None))
         found.append(f"{cfg.dataset} from {data.source}")
     if getattr(cfg, "gpt_variants", None):
         load_text(cfg.text_path)

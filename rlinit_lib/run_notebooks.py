@@ -28,6 +28,10 @@ def notebook_jobs(root: Path, profile: str, only: list[str] | None = None) -> li
     if not pdir.is_dir():
         known = sorted(p.name for p in (root / "params").iterdir() if p.is_dir())
         raise SystemExit(f"profile must be one of {', '.join(known)} (got {profile!r})")
+    known = sorted(nb.stem for nb in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    unknown = sorted(set(only or []) - set(known))
+    if unknown:
+        raise SystemExit(f"--only names unknown notebook {unknown[0]!r}; known notebooks: {', '.join(known)}")
     jobs = []
     for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         if only and nb.stem not in only:
@@ -44,14 +48,20 @@ def profile_parameters(jobs, outputs_root: str | None, overrides: dict | None = 
     """Each notebook's parameters: its profile file, then ``overrides`` for the parameters its config has."""
     from rlinit_lib.registry import NOTEBOOKS
 
-    params = []
+    params, used = [], set()
     for nb, pfile in jobs:
         p = yaml.safe_load(pfile.read_text()) or {}
+        if not isinstance(p, dict):
+            raise SystemExit(f"{pfile} must hold NAME: VALUE lines (a mapping), not a {type(p).__name__}")
         known = set(NOTEBOOKS[nb.stem].defaults()) if nb.stem in NOTEBOOKS else set()
         p |= {k: v for k, v in (overrides or {}).items() if k in known}
+        used |= known & set(overrides or {})
         if outputs_root:
             p["output_dir"] = str(Path(outputs_root).resolve() / nb.stem)
         params.append(p)
+    unused = sorted(set(overrides or {}) - used)
+    if unused:
+        raise SystemExit(f"--set names {unused[0]!r}, which no notebook of this run has as a parameter")
     return params
 
 
@@ -84,6 +94,19 @@ def check_profile(root: Path, jobs, params: list[dict]) -> str | None:
     return None
 
 
+def ipc_kernel_manager():
+    """The kernel manager papermill starts each notebook's kernel with: IPC transport (Unix sockets in the
+    runtime directory, readable by this user only) instead of TCP on localhost, so there is no unencrypted
+    port for ipykernel to warn about ("Kernel is running over TCP without encryption")."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
+
+
 def error_line(exc: Exception) -> str:
     ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
     first = str(evalue).strip().splitlines()
@@ -102,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                          "profile's output_dir")
     args = ap.parse_args(argv)
 
-    root = repo_root() or Path.cwd()
+    root = repo_root()
+    if root is None or not (root / "notebooks").is_dir():
+        raise SystemExit(f"run_notebooks must run inside the rlinit checkout (with notebooks/ and params/); "
+                         f"{Path.cwd()} is not in one: cd into the checkout first")
     jobs = notebook_jobs(root, args.profile, args.only)
     if not jobs:
         raise SystemExit(f"no notebook has parameters in params/{args.profile}/")
@@ -131,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(target), parameters=p, cwd=str(root),
-                                prepare_only=bool(args.prepare_only), progress_bar=False)
+                                prepare_only=bool(args.prepare_only), progress_bar=False,
+                                kernel_manager_class=ipc_kernel_manager())
             summary.append((nb.stem, "ok", time.perf_counter() - start, ""))
         except Exception as exc:  # one notebook's failure must not stop the others
             summary.append((nb.stem, "failed", time.perf_counter() - start, error_line(exc)))

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def synthetic():
-    return make_synthetic(n_train=512, n_test=256)
+    """512 training, 128 validation (held out of the training draws) and 256 test images."""
+    return load_dataset("synthetic", synthetic_train=512, synthetic_test=256, val_size=128)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The exploration and plasticity arms of notebook 04 do what their papers say, and the comparison's statistics
-(censoring, rliable's IQM, Holm, diagnostics) behave on data whose answer is known."""
+(censoring, rliable's aggregates, the correction family, collapse directions, diagnostics) behave on data whose
+answer is known."""
 import math
 
 import numpy as np
@@ -12,7 +13,10 @@ from rlinit_lib.smooth_reinit.dqn import DQNConfig, QNet, train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
 from rlinit_lib.smooth_reinit.exploration import (NoisyLinear, NoisyQNet, ParameterNoise, epsilon_threshold,
                                                   policy_distance)
-from rlinit_lib.smooth_reinit.methods import against_controls, beats, iqm_table, run_metrics, signatures
+from rlinit_lib.core.verdicts import Contrast
+from rlinit_lib.smooth_reinit.methods import (collapse_tests, contrast, diagnostic_effects, improvement_table, moves,
+                                              probability_of_improvement, rliable_table, run_metrics, score_distribution,
+                                              signatures, verdict_family)
 from rlinit_lib.smooth_reinit.plasticity import (action_entropy, diagnostics, dormant_scores, probe_states, redo,
                                                  soft_shrink_perturb, srank)
 from rlinit_lib.core.params import ParameterError
@@ -142,52 +146,121 @@ def test_new_arms_run_on_the_faithful_path_only_and_record_diagnostics():
     assert sum(r["returns"]) >= 300 and sum(r["returns"][:-1]) < 300     # stops after the episode crossing it
 
 
-def test_steps_to_solve_are_censored_at_the_budget():
+def test_time_to_solve_is_censored_at_the_budget_every_run_shares():
     rows = []
     for seed, solved_after in ((0, 3), (1, None), (2, 5)):
         for e in range(6):
             rows.append({"variant": "a", "seed": seed, "episode": e, "return": 100.0,
                          "solved_at": solved_after})
-    m = run_metrics(pd.DataFrame(rows), step_budget=500).set_index("seed")
-    assert m.loc[0, "steps_to_solve"] == 400.0                  # cumulative steps at episode 3
+    returns = pd.DataFrame(rows)
+    m = run_metrics(returns, step_budget=500).set_index("seed")
+    assert m.loc[0, "steps_to_solve"] == 400.0 and m.loc[0, "to_solve"] == 400.0   # cumulative steps at episode 3
     assert np.isnan(m.loc[1, "steps_to_solve"]) and np.isnan(m.loc[2, "steps_to_solve"])   # 600 > budget: censored
-    assert (m["censor_at"] == 500).all() and m.loc[0, "final_100"] == 100.0
+    assert (m["censor_at"] == 500).all() and m.loc[1, "to_solve"] == m.loc[2, "to_solve"] == 500.0
+    assert list(m["solved"]) == [True, False, False] and m.loc[0, "final_100"] == 100.0 and m.loc[0, "score"] == 0.2
+    e = run_metrics(returns, step_budget=0, episodes=6).set_index("seed")   # no step budget: episodes, at 6
+    assert list(e["to_solve"]) == [4.0, 6.0, 6.0] and (e["censor_at"] == 6).all()
 
 
-def test_iqm_comes_from_rliable_and_leaves_numpys_generator_alone():
-    m = pd.DataFrame({"variant": ["a"] * 8, "seed": range(8), "final_100": 500.0 * np.arange(1, 9) / 8,
-                      "steps_to_solve": np.nan, "censor_at": 1000.0})
+def test_rliable_aggregates_come_from_rliable_and_leave_numpys_generator_alone():
+    from rliable import metrics as rlm
+
+    m = pd.DataFrame({"variant": ["a"] * 8, "seed": range(8), "score": np.arange(1, 9) / 8,
+                      "to_solve": 1000.0})
     np.random.seed(123)
     expected_next = np.random.random()
     np.random.seed(123)
-    t = iqm_table(m, ["a"], reps=500, seed=0).set_index("measure")
+    t = rliable_table(m, ["a"], reps=500, seed=0).set_index(["measure", "statistic"])
     assert np.random.random() == expected_next
-    assert t.loc["final_100_normalised", "iqm"] == pytest.approx(np.mean(np.arange(3, 7) / 8))   # middle half
-    assert t.loc["steps_to_solve", "iqm"] == 1000.0
-    assert t.loc["final_100_normalised", "ci_low"] < t.loc["final_100_normalised", "iqm"] < t.loc["final_100_normalised", "ci_high"]
-    again = iqm_table(m, ["a"], reps=500, seed=0).set_index("measure")
-    pd.testing.assert_frame_equal(t, again)
-
-
-def test_against_controls_finds_a_clear_winner_after_holm():
+    assert t.loc[("score", "iqm"), "estimate"] == pytest.approx(np.mean(np.arange(3, 7) / 8))   # middle half
+    assert t.loc[("score", "optimality_gap"), "estimate"] == pytest.approx(1 - np.mean(np.arange(1, 9) / 8))
+    assert t.loc[("to_solve", "iqm"), "estimate"] == 1000.0
+    assert t.loc[("score", "iqm"), "ci_low"] < t.loc[("score", "iqm"), "estimate"] < t.loc[("score", "iqm"), "ci_high"]
+    pd.testing.assert_frame_equal(t, rliable_table(m, ["a"], reps=500, seed=0).set_index(["measure", "statistic"]))
     rng = np.random.default_rng(0)
-    rows = []
-    for v, solve, final in (("eps0", None, 20), ("minimalrl_schedule", None, 30), ("eps0_noisynet", 20_000, 480),
-                            ("eps0_redo", None, 22)):
-        for s in range(10):
-            rows.append({"variant": v, "seed": s, "steps_to_solve": np.nan if solve is None else solve + 100 * s,
-                         "censor_at": 60_000.0, "final_100": final + rng.normal(0, 3), "episodes": 500, "env_steps": 6e4})
-    t = against_controls(pd.DataFrame(rows), ["eps0", "minimalrl_schedule", "eps0_noisynet", "eps0_redo"])
-    won = {(r["variant"], r["control"]) for _, r in t.iterrows() if beats(r)}
-    assert ("eps0_noisynet", "eps0") in won and ("eps0_noisynet", "minimalrl_schedule") in won
-    assert ("eps0_redo", "eps0") not in won
-    assert (t["p_steps_holm"] >= t["p_steps"]).all()
+    for _ in range(20):   # the vectorised statistics are rliable's, ties and equal samples included
+        x, y = rng.integers(0, 4, (7, 1)) / 3, rng.integers(0, 4, (5, 1)) / 3
+        assert probability_of_improvement(x, y) == pytest.approx(rlm.probability_of_improvement(x, y))
+        taus = np.linspace(0, 1, 11)
+        from rliable.library import score_distributions
+        np.testing.assert_allclose(score_distribution(x, taus), score_distributions(x, taus))
+    assert probability_of_improvement(x, x) == 0.5
 
 
-def test_signatures_read_exploration_and_plasticity_from_the_intervals():
-    row = {"action_entropy_ci_low": 0.1, "action_entropy_ci_high": 0.3, "dormant_fraction_ci_low": -0.1,
-           "dormant_fraction_ci_high": 0.1, "srank_ci_low": -2, "srank_ci_high": 3, "collapsed": 0, "runs": 10,
-           "p_collapsed": 0.5}
-    assert signatures(row) == {"exploration"}
-    row |= {"action_entropy_ci_low": -0.1, "dormant_fraction_ci_high": -0.01, "dormant_fraction_ci_low": -0.2}
-    assert signatures(row) == {"plasticity"}
+def test_probability_of_improvement_sees_a_clear_winner():
+    m = pd.DataFrame({"variant": ["a"] * 10 + ["b"] * 10, "seed": list(range(10)) * 2,
+                      "score": np.r_[np.full(10, 0.9), np.full(10, 0.02)]})
+    t = improvement_table(m, [("a", "b"), ("b", "a")], reps=300, seed=0).set_index("variant")
+    assert t.loc["a", "p_improvement"] == 1.0 and t.loc["b", "p_improvement"] == 0.0
+    assert t.loc["a", "ci_low"] == 1.0 and t.loc["a", "control"] == "b"
+
+
+def test_one_exploratory_family_across_units_and_primaries_apart():
+    """Primary comparisons at 95% (Bonferroni among themselves); every other one, whatever its unit, in ONE
+    family with extra tests counted (m = 3 + 2): intervals at 1 - 0.05 / m and p-values times m."""
+    rng = np.random.default_rng(1)
+    same = rng.normal(0, 1, 10)
+    planned = [(Contrast("primary", same + 100 + rng.normal(0, 1, 10), same, True), 25.0, True, {"measure": "auc"}),
+               (Contrast("auc 2", same + rng.normal(0, 1, 10), same, True), 25.0, True, {"measure": "auc"}),
+               (Contrast("entropy", rng.normal(0, 0.1, 10), rng.normal(0, 0.1, 10), True), 0.1, True, {}),
+               (Contrast("loss", rng.normal(2, 0.1, 10), rng.normal(2, 0.1, 10), False), 0.01, False, {})]
+    t = verdict_family(planned, ["primary"], extra_exploratory=2).set_index("comparison")
+    assert t.loc["primary", "role"] == "primary" and t.loc["primary", "confidence"] == pytest.approx(0.95)
+    assert t.loc["primary", "verdict"] == "better"
+    explore = t[t["role"] == "exploratory"]
+    assert np.allclose(explore["confidence"], 1 - 0.05 / 5)
+    assert np.allclose(explore["p_adjusted"], np.minimum(1, explore["p_value"] * 5))
+    assert t.loc["auc 2", "verdict"] == "equivalent"     # noise of 1 return point, well inside +-25
+    with pytest.raises(ValueError, match="distinct"):
+        verdict_family(planned + planned[:1], ["primary"])
+
+
+def test_the_exploratory_family_keeps_its_error_rate_under_the_null():
+    """Ten identical-in-truth arms x 6 seeds: some comparison says better or worse in at most ~5% of runs."""
+    rng = np.random.default_rng(2)
+    wrong = 0
+    for _ in range(200):
+        planned = [(Contrast(f"c{i}", rng.normal(0, 1, 6), rng.normal(0, 1, 6), True), 0.5, True, {})
+                   for i in range(10)]
+        t = verdict_family(planned, [])
+        wrong += t["verdict"].isin(["better", "worse"]).any()
+    assert wrong / 200 <= 0.07      # 0.045 with this generator; the family-wise rate is at most 0.05
+
+
+def test_collapse_direction_comes_from_the_control_and_more_collapses_is_not_exploration():
+    """The issue's case: 8/20 runs collapsed against the control's 0/20 (Fisher p = 0.003) read "fewer
+    collapses" and counted as the exploration signature, because the direction came from the arm's own share."""
+    per_run = pd.DataFrame({"variant": ["arm"] * 20 + ["ctrl"] * 20, "seed": list(range(20)) * 2,
+                            "collapsed": [True] * 8 + [False] * 12 + [False] * 20})
+    c = collapse_tests(per_run, [("arm", "ctrl")], family_size=1)
+    row = diagnostic_effects(pd.DataFrame(columns=["measure"]), c).set_index("variant").loc["arm"]
+    assert row["p_collapsed"] == pytest.approx(0.0033, abs=5e-4) and row["direction"] == "more"
+    assert moves(row) == ["more collapses"] and "exploration" not in signatures(row)
+    back = collapse_tests(per_run.replace({"arm": "ctrl", "ctrl": "arm"}), [("arm", "ctrl")], family_size=1)
+    row = diagnostic_effects(pd.DataFrame(columns=["measure"]), back).set_index("variant").loc["arm"]
+    assert moves(row) == ["fewer collapses"] and signatures(row) == {"exploration"}
+    wide = collapse_tests(per_run, [("arm", "ctrl")], family_size=40)      # corrected with its family of 40
+    row = diagnostic_effects(pd.DataFrame(columns=["measure"]), wide).set_index("variant").loc["arm"]
+    assert row["p_collapsed_adjusted"] > 0.05 and moves(row) == []
+
+
+def test_signatures_read_the_family_corrected_verdicts_of_the_diagnostics():
+    fam = pd.DataFrame([{"arm": "a", "control": "c", "measure": d, "estimate": est, "ci_low": lo, "ci_high": hi,
+                         "confidence": 0.99, "verdict": v} for d, est, lo, hi, v in (
+        ("action_entropy", 0.2, 0.1, 0.3, "better"), ("dormant_fraction", 0.0, -0.1, 0.1, "inconclusive"),
+        ("srank", 1.0, -2.0, 3.0, "inconclusive"))])
+    no_collapse = collapse_tests(pd.DataFrame(columns=["variant", "seed", "collapsed"]), [], 1)
+    row = diagnostic_effects(fam, no_collapse).set_index("variant").loc["a"]
+    assert moves(row) == ["action entropy up"] and signatures(row) == {"exploration"}
+    fam.loc[0, "verdict"] = "inconclusive"
+    fam.loc[1, ["estimate", "verdict"]] = -0.15, "better"       # fewer dormant units is better
+    row = diagnostic_effects(fam, no_collapse).set_index("variant").loc["a"]
+    assert moves(row) == ["dormant share down"] and signatures(row) == {"plasticity"}
+
+
+def test_contrasts_pair_by_seed_when_the_seeds_match():
+    m = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3, "seed": [5, 6, 7, 7, 6, 5], "auc": [1.0, 2, 3, 30, 20, 10]})
+    c = contrast(m, "a", "b", "auc", "a vs b")
+    assert c.paired and list(c.a) == [1, 2, 3] and list(c.b) == [10, 20, 30]
+    assert not contrast(m[m["seed"] != 7].iloc[:-1], "a", "b", "auc", "x").paired
+    assert contrast(m, "a", "z", "auc", "x") is None

@@ -57,6 +57,10 @@ def test_a_profile_fills_the_parameters_left_at_their_defaults(tmp_path):
     with pytest.raises(ParameterError, match=r"^profile must be None or one of 'paper', 'quick', 'smoke' for 01_search "
                                              r"\(got 'fast'\)$"):
         with_profile(SearchConfig, cell, "fast", ROOT)
+    (tmp_path / "params" / "listy").mkdir(parents=True)
+    (tmp_path / "params" / "listy" / "01_search.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ParameterError, match=r"01_search.yaml must hold NAME: VALUE lines \(a mapping\), not a list$"):
+        with_profile(SearchConfig, cell, "listy", tmp_path)
 
 
 def test_every_profile_validates_and_names_only_known_notebooks():
@@ -165,17 +169,18 @@ def test_the_smoke_profile_fills_every_section(smoke_outputs):
     """A fresh ``make run PROFILE=smoke``: every notebook runs, in order, and every section says something,
     03's transfer check against 02 included; executed copies keep a picture of the explorer and no stale bars."""
     text = {name: markdown_outputs(smoke_outputs / f"{name}.ipynb") for name in NOTEBOOKS}
-    assert "Re-trained on 2 fresh seeds (paired)" in text["01_search"]
+    assert "Re-trained on 2 fresh paired seeds" in text["01_search"]
     assert "## What this run found" in text["02_proxy_fidelity"] and "Spearman rho =" in text["02_proxy_fidelity"]
     transfer = text["03_keras_validation"].split("## Transfer")[1]
     assert "Spearman rho between the proxy's and this network's per-scale accuracy:" in transfer
     assert "The proxy predicts s_proxy - 1.0 =" in transfer
-    assert "eps0_last_noise** vs eps0" in text["04_smooth_reinit"] and "GPT validation loss" in text["04_smooth_reinit"]
+    assert "- eps0_last_noise vs eps0, area under the return curve: **" in text["04_smooth_reinit"] and "GPT validation loss" in text["04_smooth_reinit"]
     assert "Smooth re-initialisation against exploration and plasticity methods" in text["04_smooth_reinit"]
-    assert "Beat epsilon = 0" in text["04_smooth_reinit"]
+    assert "Smallest effect of interest (declared before the run): **25 return points" in text["04_smooth_reinit"]
     assert "Paired over 2 repeats" in text["05_search_strategies"]
-    assert "Against **searched** after 4 epochs" in text["06_init_methods"] and "## Width transfer" in text["06_init_methods"]
+    assert "Primary comparison: the searched scale minus He (s = 1)" in text["06_init_methods"] and "## Width transfer" in text["06_init_methods"]
     for name in NOTEBOOKS:
+        assert "Smallest effect of interest (declared before the run)" in text[name], name   # issue 23: the margin
         assert (smoke_outputs / name / "environment.json").exists() and (smoke_outputs / name / "config.json").exists()
         assert json.loads((smoke_outputs / name / "report.json").read_text())["verdict"]
         cells = json.loads((smoke_outputs / f"{name}.ipynb").read_text())["cells"]
@@ -186,3 +191,51 @@ def test_the_smoke_profile_fills_every_section(smoke_outputs):
     explorer = [o for c in json.loads((smoke_outputs / "01_search.ipynb").read_text())["cells"]
                 for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert len(explorer) == 1 and "need a running kernel" in "".join(explorer[0]["data"]["text/plain"])
+
+
+def test_the_runner_names_unknown_notebooks_unknown_overrides_bad_profiles_and_a_wrong_folder(tmp_path, monkeypatch):
+    root = fake_repo(tmp_path, {"01_search": smoke("01_search")})
+    monkeypatch.chdir(root)
+    with pytest.raises(SystemExit, match=r"^--only names unknown notebook '07_nothing'; known notebooks: 01_search$"):
+        main(["--profile", "t", "--only", "07_nothing"])
+    with pytest.raises(SystemExit, match=r"^--set names 'epochz', which no notebook of this run has as a parameter$"):
+        main(["--profile", "t", "--set", "epochz=3"])
+    (root / "params" / "t" / "01_search.yaml").write_text("- a\n- b\n")
+    with pytest.raises(SystemExit, match=r"01_search.yaml must hold NAME: VALUE lines \(a mapping\), not a list$"):
+        main(["--profile", "t"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"^run_notebooks must run inside the rlinit checkout .*: cd into the checkout"):
+        main(["--profile", "t"])
+
+
+def test_kernels_run_over_ipc_so_there_is_no_unencrypted_tcp_warning(tmp_path, capfd):
+    from rlinit_lib.run_notebooks import ipc_kernel_manager
+
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [],
+                     "source": "import os; print(os.getpid())"}],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "in.ipynb").write_text(json.dumps(nb))
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=False,
+                        kernel_manager_class=ipc_kernel_manager())
+    out = json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["outputs"]
+    assert out and "".join(out[0]["text"]).strip().isdigit()      # the kernel ran the cell
+    assert "without encryption" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("notebook,values,message", [
+    ("02_proxy_fidelity", {"epochs": 10**9}, r"^epochs must be an integer in \[1, 10000\], a bound that protects memory"),
+    ("02_proxy_fidelity", {"n_scales": 10**9}, r"^n_scales must be an integer in \[3, 1000\], a bound that protects"),
+    ("05_search_strategies", {"budget": 10**9}, r"^budget must be an integer in \[1, 100000\], a bound that protects"),
+    ("04_smooth_reinit", {"dqn_episodes": 10**9}, r"^dqn_episodes must be an integer in \[1, 1000000\], a bound"),
+    ("06_init_methods", {"seeds": 10**9}, r"^seeds must be an integer in \[2, 1000\], a bound that protects memory"),
+    ("06_init_methods", {"arms": ["he", "he"]}, r"^arms must not repeat a value \(got 'he' twice"),
+    ("06_init_methods", {"widths": [1.0, 1.0]}, r"^widths must not repeat a value \(got 1.0 twice"),
+    ("05_search_strategies", {"strategies": ["random", "random"]}, r"^strategies must not repeat a value"),
+])
+def test_counts_are_bounded_and_lists_unrepeated_before_any_work(notebook, values, message):
+    from rlinit_lib.core.params import ParameterError
+
+    with pytest.raises(ParameterError, match=message) as err:
+        NOTEBOOKS[notebook].from_dict(values)
+    assert "\n" not in str(err.value)

@@ -56,8 +56,8 @@ def test_a_few_bf16_training_steps_follow_fp32(synthetic):
 
 
 def test_train_and_evaluate_in_bf16_keeps_fp32_weights_and_learns(synthetic):
-    r = train_and_evaluate(1.0, 2, synthetic, seed=0, device="cpu", precision="bf16")
-    f = train_and_evaluate(1.0, 2, synthetic, seed=0, device="cpu", precision="fp32")
+    r = train_and_evaluate(1.0, 3, synthetic, seed=0, device="cpu", precision="bf16")
+    f = train_and_evaluate(1.0, 3, synthetic, seed=0, device="cpu", precision="fp32")
     assert r.test_accuracy > 0.5 and not r.nan_detected
     assert r.train_loss != f.train_loss          # bf16 really ran
     # an epoch's mean loss is a smooth function of the weights: the rounding bound, loosened by the 8 Adam

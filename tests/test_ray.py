@@ -4,6 +4,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import socket
 import sys
 import threading
 import time
@@ -123,3 +124,19 @@ def test_executor_ray_without_ray_installed_fails_before_any_work(tmp_path, monk
     assert not (tmp_path / "o").exists()
     with pytest.raises(ParameterError, match=r"^ray_address must be None \(a local Ray\), 'auto' or a cluster"):
         config("01_search", tmp_path / "o", ray_address="my cluster")
+
+
+def test_a_ray_address_is_parsed_and_reached_before_any_work(tmp_path):
+    """An address nobody listens on fails at once in one line (Ray itself retries it for minutes)."""
+    with pytest.raises(ParameterError, match=r"^ray_address must be None .* \(got 'xx:yy'\)$"):
+        config("01_search", tmp_path / "o", ray_address="xx:yy")
+    with socket.socket() as s:            # a port that was free a moment ago: nothing answers there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ParameterError, match=rf"^ray_address '127.0.0.1:{port}': nothing answers at 127.0.0.1:{port}"):
+        config("01_search", tmp_path / "o", ray_address=f"127.0.0.1:{port}")
+    assert not (tmp_path / "o").exists()
+    with socket.socket() as listening:    # something answering there passes the check
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        config("01_search", tmp_path / "o", ray_address=f"ray://127.0.0.1:{listening.getsockname()[1]}")

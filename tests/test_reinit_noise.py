@@ -84,3 +84,43 @@ def test_bad_noise_arguments():
         WeightNoise(qnet(), ["fc3.weight"])
     with pytest.raises(ParameterError, match=r"^decay must be a number >= 0 and <= 1 \(got 1.5\)$"):
         WeightNoise(qnet(), ["4.weight"], decay=1.5)
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+def test_initial_weights_and_first_noise_draws_are_uncorrelated():
+    """The issue's defect: WeightNoise was seeded with the initialisation's seed, so the first noise draws were a
+    function of the initial weights (fc1's correlation with them was about -0.35 here). Now the init, the online
+    noise and the target noise each come from their own stream of the run's seed."""
+    from rlinit_lib.smooth_reinit.dqn import DQNConfig, QNet, networks
+
+    torch.manual_seed(0)
+    old = QNet()
+    assert abs(_corr(old.fc1.weight, torch.randn(128, 4, generator=torch.Generator().manual_seed(0)))) > 0.25
+    for seed in range(5):
+        q, _, noises = networks(DQNConfig(seed=seed, epsilon=0.0, noise_layer="fc2", noise_decay=1.0))
+        assert len(noises) == 2
+        first = []
+        for hook in noises:      # the draws each hook makes on its first forward (fc2's weight first)
+            g = torch.Generator().set_state(hook.generator.get_state())
+            first.append(torch.randn(128, 128, generator=g))
+            assert abs(_corr(q.fc1.weight, first[-1].flatten()[:512])) < 0.15
+            assert abs(_corr(q.fc2.weight, first[-1])) < 0.05
+        assert abs(_corr(first[0], first[1])) < 0.05       # online and target noise differ too
+
+
+def test_no_two_random_streams_of_dqn_runs_coincide_over_100_consecutive_seeds():
+    from rlinit_lib.core.runtime import derive_seed, stream_seed
+    from rlinit_lib.smooth_reinit.dqn import env_seed, indexed_seed, noise_seed
+
+    purposes = ("init", "exploration", "replay", "replay_states", "param_noise", "soft_shrink_perturb",
+                "noisynet_online", "noisynet_target")
+    seeds = []
+    for s in range(100):
+        run = derive_seed(0, s)
+        seeds += [stream_seed(run, p) for p in purposes] + [noise_seed(run), noise_seed(run, target=True)]
+        seeds += [env_seed(run, e) for e in range(5)] + [indexed_seed(run, "reinit_net", e) for e in (200, 400)]
+    assert len(set(seeds)) == len(seeds)

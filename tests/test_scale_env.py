@@ -16,7 +16,7 @@ def fake(acc_of_scale, nan_above=None):
         calls.append((scale, seed))
         if nan_above is not None and scale > nan_above:
             return TrainResult(float("nan"), True)
-        return TrainResult(acc_of_scale(scale), False, [1.0], [0.5])
+        return TrainResult(acc_of_scale(scale), False, [1.0], [0.5], val_accuracy=acc_of_scale(scale))
 
     evaluator.calls = calls
     return evaluator
@@ -35,7 +35,7 @@ def test_gymnasium_make_with_synthetic_data():
     obs, reward, terminated, truncated, info = env.step(np.array([1.0], np.float32))
     assert terminated and not truncated
     assert set(info) >= {"scale_factor", "accuracy", "nan_detected"}
-    assert reward == pytest.approx(10 * info["accuracy"])
+    assert reward == pytest.approx(10 * info["val_accuracy"])   # the reward is chosen on validation, never test
     assert env.observation_space.contains(obs)
 
 

@@ -83,9 +83,27 @@ def test_report_has_the_figures_and_a_verdict(tmp_path):
     r = run_search(cfg(tmp_path, "rep", episodes=5, recheck_seeds=3), evaluator=toy_child)
     rep = search_report(r)
     assert set(rep.figures()) == {"fig5_1_search_history", "reward_vs_scale"}
-    assert "Re-trained on 3 fresh seeds (paired)" in rep.text() and "Quadratic trend" in rep.text()
+    text = rep.text()
+    assert "Re-trained on 3 fresh paired seeds" in text and "Quadratic trend" in text
+    assert "Smallest effect of interest (declared before the run): **0.005 accuracy**" in text
+    # the toy child's noise depends on the seed only, so the paired difference is constant: no interval
+    assert "**inconclusive**" in text and "no interval can be formed" in text
     assert (tmp_path / "rep" / "fig5_1_search_history.png").stat().st_size > 10_000
     assert pd.read_csv(tmp_path / "rep" / "recheck.csv")["best_accuracy"].dtype == float
+
+
+def test_reward_is_chosen_on_validation_unless_the_source_protocol_is_asked(tmp_path):
+    seen = []
+
+    def spy(child, scale, epochs, seed):
+        seen.append(child["reward_split"])
+        return toy_child(child, scale, epochs, seed)
+
+    run_search(cfg(tmp_path, "v", episodes=1, recheck_seeds=0), evaluator=spy)
+    run_search(cfg(tmp_path, "t", episodes=1, recheck_seeds=0, reward_split="test"), evaluator=spy)
+    assert seen == ["val", "val", "test", "test"]   # an episode and the baseline each
+    with pytest.raises(ParameterError, match=r"^reward_split must be one of 'val', 'test'"):
+        SearchConfig.from_dict({"reward_split": "train"})
 
 
 def test_changed_configuration_in_same_output_dir_is_refused(tmp_path):

@@ -1,13 +1,16 @@
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from rlinit_lib.smooth_reinit.experiment import (DQN_VARIANTS, GPT_VARIANTS, SmoothReinitConfig, compare_to_controls,
-                                      dqn_metrics, run_dqn, run_gpt)
 from rlinit_lib.core.params import ParameterError
+from rlinit_lib.core.runtime import derive_seed
+from rlinit_lib.core.store import StoreError
+from rlinit_lib.smooth_reinit.experiment import (DQN_VARIANTS, GPT_VARIANTS, SmoothReinitConfig, analyse,
+                                                 compare_solving, primary_comparisons, run_dqn, run_gpt,
+                                                 smooth_reinit_report)
+from rlinit_lib.smooth_reinit.methods import run_metrics
 
 TINY = str(Path(__file__).parent / "data" / "tiny_text.txt")
 GPT_TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16, "max_iters": 6, "warmup_iters": 2,
@@ -17,7 +20,7 @@ GPT_TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16, "max_iter
 def cfg(tmp_path, **kw):
     base = dict(dqn_variants=["eps0", "eps0_last_noise"], dqn_seeds=2, dqn_episodes=5, gpt_variants=["baseline",
                 "noise_last_mlp_proj"], gpt_seeds=2, gpt_overrides=GPT_TINY, text_path=TINY, progress=False, executor="serial",
-                output_dir=str(tmp_path / "o"))
+                output_dir=str(tmp_path / "o"), bootstrap=100)
     return SmoothReinitConfig(**(base | kw)).validate()
 
 
@@ -38,18 +41,60 @@ def test_a_dqn_only_run_leaves_the_gpt_tables_empty(tmp_path):
     c = cfg(tmp_path, gpt_variants=[])
     losses = run_gpt(c)
     assert losses.empty and not (tmp_path / "o" / "gpt_losses.csv").exists()
-    table = compare_to_controls(losses, "val_loss", GPT_VARIANTS, lower_is_better=True)
-    assert table.empty and "diff_vs_control" in table.columns
+    assert primary_comparisons(c) == ["eps0_last_noise vs eps0, area under the return curve"]
 
 
-def test_dqn_runs_resume_without_repeats(tmp_path):
+def test_dqn_runs_resume_without_repeats_on_derived_seeds(tmp_path):
     c = cfg(tmp_path)
     first = run_dqn(cfg(tmp_path, dqn_seeds=2, dqn_variants=["eps0"])).returns
     both = run_dqn(c).returns
     assert len(first) == 2 * 5 and len(both) == 2 * 2 * 5
     assert not both.duplicated(["variant", "seed", "episode"]).any()
-    m = dqn_metrics(both)
-    assert len(m) == 4 and m["solved_at"].isna().all()  # 5 episodes never solve
+    assert sorted(set(both["seed"])) == sorted(derive_seed(0, s) for s in range(2))   # not seed + s
+    m = run_metrics(both, 0, 5)
+    assert len(m) == 4 and not m["solved"].any() and (m["to_solve"] == 5).all()  # 5 episodes never solve
+    with pytest.raises((ParameterError, StoreError), match=r"holds a run with sesoi=25\.0 \(now sesoi=30\.0\)"):
+        run_dqn(cfg(tmp_path, sesoi=30.0))        # the margin is fixed before the run: another one is refused
+
+
+def test_both_arms_unsolved_under_a_step_budget_give_no_sooner_or_later():
+    """The issue's case: both arms 0/6 solved, but under a step budget the arm that learns reaches the budget in
+    fewer episodes; censoring at each run's own episode count made it "solve later" (rank test p = 0.0027)."""
+    rows = []
+    for v, ret in (("eps0", 10.0), ("eps0_last_noise", 100.0)):      # 100 episodes of 10 vs 10 episodes of 100
+        for s in range(6):
+            rows += [{"variant": v, "seed": s, "episode": e, "return": ret, "solved_at": None}
+                     for e in range(int(1000 / ret))]
+    m = run_metrics(pd.DataFrame(rows), step_budget=1000)
+    t = compare_solving(m, DQN_VARIANTS).set_index("variant")
+    row = t.loc["eps0_last_noise"]
+    assert row["solved"] == row["control_solved"] == 0 and row["p_to_solve_unadjusted"] == 1.0
+    assert row["median_to_solve"] == row["control_median_to_solve"] == 1000.0
+    assert row["p_share_unadjusted"] == 1.0
+    assert not t.astype(str).apply(lambda c: c.str.contains("sooner|later")).any().any()
+
+
+def test_the_report_opens_its_verdicts_with_the_margin_and_writes_plain_tables(tmp_path):
+    c = cfg(tmp_path, dqn_variants=["minimalrl_schedule", "eps0", "eps0_last_noise", "eps0_noisynet"], diag_every=2)
+    rep = smooth_reinit_report(c, run_dqn(c), run_gpt(c))
+    verdict = rep.summary["verdict"]
+    assert verdict.startswith("## What the data say\nSmallest effect of interest (declared before the run): **25 ")
+    assert "Primary comparison: eps0_last_noise vs eps0, area under the return curve; noise_last_mlp_proj vs " \
+           "baseline, final validation loss." in verdict
+    assert "- eps0_last_noise vs eps0, area under the return curve: **" in verdict and "[exploratory]" in verdict
+    assert "better" not in verdict.split("\n- ")[0]          # no sentence of its own before core.verdicts' ones
+    for name, table in rep.tables().items():
+        back = pd.read_csv(tmp_path / "o" / f"{name}.csv")
+        assert list(back.columns) == list(table.columns), name
+        for col in ("estimate", "ci_low", "ci_high", "p_value", "p_adjusted", "p_improvement", "share", "mean"):
+            if col in back and len(back):
+                assert pd.api.types.is_float_dtype(back[col]), (name, col)
+    family = rep.tables()["comparisons"]
+    assert set(family["role"]) == {"primary", "exploratory"}
+    assert (family.loc[family["role"] == "primary", "confidence"] == 1 - 0.05 / 2).all()   # two primary comparisons
+    res = analyse(c, run_dqn(c), run_gpt(c))
+    explore = (family["role"] == "exploratory").sum() + len(res.collapses)
+    assert (family.loc[family["role"] == "exploratory", "confidence"] == 1 - 0.05 / explore).all()
 
 
 def test_batched_and_one_at_a_time_dqn_runs_write_the_same_table(tmp_path):
@@ -70,15 +115,6 @@ def test_gpt_runs_place_noise_in_the_last_block(tmp_path):
     assert final.groupby("variant")["val_loss"].apply(tuple).nunique() == 2  # the noise changed the runs
 
 
-def test_compare_to_controls_finds_a_clear_effect_and_not_noise():
-    rng = np.random.default_rng(0)
-    m = pd.DataFrame({"variant": ["eps0"] * 10 + ["eps0_last_noise"] * 10 + ["eps0_skip"] * 10,
-                      "auc": np.r_[rng.normal(100, 5, 10), rng.normal(150, 5, 10), rng.normal(100, 5, 10)]})
-    t = compare_to_controls(m, "auc", DQN_VARIANTS, lower_is_better=False).set_index("variant")
-    assert t.loc["eps0_last_noise", "verdict"] == "better" and t.loc["eps0_last_noise", "control"] == "eps0"
-    assert t.loc["eps0_skip", "verdict"] == "not significant"
-
-
 def test_bad_smooth_reinit_parameters(tmp_path):
     with pytest.raises(ParameterError, match=r"^dqn_variants must be one of"):
         cfg(tmp_path, dqn_variants=["eps1"])
@@ -96,3 +132,5 @@ def test_bad_smooth_reinit_parameters(tmp_path):
         cfg(tmp_path, redo_every=-5)
     with pytest.raises(ParameterError, match=r"^dqn_variants must be one of .*\(got 'eps0_dropout'\)$"):
         cfg(tmp_path, dqn_variants=["eps0", "eps0_dropout"])
+    with pytest.raises(ParameterError, match=r"^sesoi must be a number > 0 \(got 0\.0\)$"):
+        cfg(tmp_path, sesoi=0.0)

@@ -70,3 +70,23 @@ def test_difference_by_seed_pairs_matching_seeds_and_falls_back_to_welch():
     assert other["test"] == "Welch" and other["mean"] == pytest.approx(unpaired["mean"])
     same = difference_by_seed(ctrl, ctrl.iloc[::-1], "loss")
     assert (same["mean"], same["ci_low"], same["ci_high"], same["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_bf16_fidelity_check_pairs_networks_not_network_epochs(tmp_path):
+    """benchmarks.bench_profiles.fidelity: 70 networks x 6 epochs are 70 paired differences, not 420."""
+    import json
+
+    from benchmarks.bench_profiles import fidelity
+
+    rng = np.random.default_rng(0)
+    rows = [{"mode": "independent", "scale_index": i, "scale": 0.5 + 0.1 * i, "seed_index": j, "epoch": e,
+             "test_accuracy": 0.7 + 0.01 * i + 0.002 * e + rng.normal(0, 0.01)}
+            for i in range(7) for j in range(10) for e in range(1, 7)]
+    for name, shift in (("a", 0.0), ("b", 0.001)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"proxy_horizon": 2}))
+        pd.DataFrame(rows).assign(test_accuracy=lambda d: d["test_accuracy"] + shift).to_csv(
+            tmp_path / name / "runs.csv", index=False)
+    out = fidelity(tmp_path / "a", tmp_path / "b", n_boot=50)
+    assert out["networks"] == 70 and out["difference_b_minus_a"]["n"] == 70
+    assert out["difference_b_minus_a"]["mean"] == pytest.approx(0.001)

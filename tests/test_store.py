@@ -117,3 +117,119 @@ def test_executor_auto_runs_cpu_trials_in_one_single_thread_process_per_core(mon
     assert FidelityConfig(device="cpu", executor="serial").execution()["executor"] == "serial"
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert FidelityConfig(device="cpu").execution()["executor"] == "serial"   # one core: nothing to spread over
+
+
+def test_a_store_written_before_the_protocol_changed_is_refused_in_one_line(tmp_path):
+    """Issue 23 changed seeds, splits and verdicts: an older store must not be resumed and mixed in."""
+    from rlinit_lib.scale_search.search import SearchConfig
+
+    cfg = SearchConfig(output_dir=str(tmp_path), dataset="synthetic", precision="fp32")
+    old = {k: v for k, v in cfg.identity().items() if k not in ("protocol", "val_size")}
+    RunStore(tmp_path, cfg.notebook, old).close()
+    with pytest.raises(ParameterError, match=r"^output_dir '.*' holds a run with protocol='\(unset\)' \(now "
+                                             r"protocol=2\); use another output_dir or delete it$"):
+        RunStore.for_config(cfg)
+
+
+def _one_trial_store(path):
+    with RunStore(path, "nb", {"a": 1}) as s:
+        s.put("t1", {"rows": [{"k": 1, "v": 0.2578}]})
+        s.put("t2", {"rows": [{"k": 2, "v": 0.5}]})
+
+
+def test_a_changed_digit_in_a_finished_row_is_detected_naming_the_trial(tmp_path):
+    import sqlite3
+
+    _one_trial_store(tmp_path)
+    db = sqlite3.connect(tmp_path / STORE_FILE)
+    db.execute("UPDATE rows SET data = replace(data, '0.2578', '0.1578')")
+    db.commit()
+    db.close()
+    assert sqlite3.connect(tmp_path / STORE_FILE).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with pytest.raises(StoreError, match=r"store.sqlite: the rows of trial 't1' do not match their checksum .*"
+                                         r"delete it to start this run again, or use another output_dir$"):
+        RunStore(tmp_path, "nb", {"a": 1})
+
+
+def test_an_emptied_store_is_reported_not_restarted_and_a_lost_environment_record_is_rewritten(tmp_path):
+    _one_trial_store(tmp_path)
+    (tmp_path / "environment.json").unlink()
+    with RunStore(tmp_path, "nb", {"a": 1}) as s:
+        assert s.finished() == {"t1", "t2"}
+    assert (tmp_path / "environment.json").is_file()
+    (tmp_path / STORE_FILE).write_bytes(b"")
+    with pytest.raises(StoreError, match=r"store.sqlite exists but holds no run \(0 bytes"):
+        RunStore(tmp_path, "nb", {"a": 1})
+
+
+def test_a_second_writer_is_refused_naming_the_first_and_a_killed_writers_lock_is_stale(tmp_path):
+    """The first writer signals when it holds the store (a line on stdout), so nothing depends on timing."""
+    code = ("import sys; from rlinit_lib.core.store import RunStore; s = RunStore(sys.argv[1], 'nb', {'a': 1}); "
+            "print('ready', flush=True); sys.stdin.read()")
+    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert first.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match=rf"^output_dir '.*' is in use by another run \(process {first.pid} on "
+                                             r".*\); wait for it to finish, or use another output_dir$"):
+            RunStore(tmp_path, "nb", {"a": 1})
+    finally:
+        first.kill()       # SIGKILL: no clean-up runs, the lock file stays behind
+        first.wait()
+    assert (tmp_path / "store.lock").exists()
+    with RunStore(tmp_path, "nb", {"a": 1}) as s:   # the OS released the dead process's lock
+        assert s.finished() == set()
+    with RunStore(tmp_path, "nb", {"a": 1}), RunStore(tmp_path, "nb", {"a": 1}):   # one process may reopen it
+        pass
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
+def test_unwritable_places_are_named_in_one_line(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(ParameterError, match=r"cannot be created here \(permission denied\)"):
+        RunStore(ro / "out", "nb", {"a": 1})
+
+
+def test_output_dir_under_a_file_is_named_in_one_line(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ParameterError, match=r"^output_dir '.*f/out' lies under a file, not a directory"):
+        RunStore(tmp_path / "f" / "out", "nb", {"a": 1})
+    with pytest.raises(ParameterError, match=r"^output_dir must be a directory \(got the file"):
+        RunStore(tmp_path / "f", "nb", {"a": 1})
+
+
+def test_the_work_is_announced_before_the_first_trial(tmp_path, capsys):
+    trials = [Trial(f"t{i}", square, {"x": i}, work={"child epochs": 10**9}) for i in range(3)]
+    with RunStore(tmp_path, "nb", {"a": 1}) as s:
+        run_trials(s, trials[:1])
+        capsys.readouterr()
+        run_trials(s, trials, desc="grid")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "grid: 2 of 3 trials to run, 2,000,000,000 child epochs (serial, 2 workers)"
+    assert out[1].startswith("grid: the first trial took ")
+
+
+def test_an_upstream_run_is_read_checked_and_fingerprinted(tmp_path):
+    from rlinit_lib.core.store import read_upstream
+
+    with pytest.raises(StoreError, match=r"^02_x's results are not in '.*up': run 02_x first"):
+        read_upstream(tmp_path / "up", "02_x")
+    with RunStore(tmp_path / "up", "02_x", {"grid": 1}) as s:
+        s.put("t1", {"runs": [{"scale": 1.0, "acc": 0.8}]})
+    up = read_upstream(tmp_path / "up", "02_x")
+    assert up.table("runs")["acc"].tolist() == [0.8] and up.identity == {"grid": 1}
+    first = up.fingerprint(scale=1.0)
+    with RunStore(tmp_path / "down", "06_y", {"upstream 02_x": first}):
+        pass
+    with RunStore(tmp_path / "up", "02_x", {"grid": 1}) as s:   # 02 gains a trial: its results changed
+        s.put("t2", {"runs": [{"scale": 2.0, "acc": 0.7}]})
+    changed = read_upstream(tmp_path / "up", "02_x").fingerprint(scale=2.0)
+    with pytest.raises(ParameterError, match=r"^output_dir '.*down': 02_x's results changed since this run \(digest: "
+                                             r".*\); use another output_dir or delete it$"):
+        RunStore(tmp_path / "down", "06_y", {"upstream 02_x": changed})
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / STORE_FILE).write_text("not a database at all" * 100)
+    with pytest.raises(StoreError, match=r"is not a readable run store .*: run 02_x again into that folder$"):
+        read_upstream(tmp_path / "bad", "02_x")

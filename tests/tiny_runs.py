@@ -9,16 +9,17 @@ GPT_TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16, "max_iter
 COMMON = {"wandb_mode": "disabled", "progress": False, "executor": "serial"}
 TINY = {
     "01_search": dict(episodes=3, epochs=1, dataset="synthetic", train_subset=128, test_subset=64, recheck_seeds=2,
-                      device="cpu", explorer=False),
+                      val_size=64, device="cpu", explorer=False),
     "02_proxy_fidelity": dict(min_scale=0.75, max_scale=1.5, n_scales=4, seeds=2, crn_seeds=2, epochs=2, horizons=[1],
                               proxy_horizon=1, dataset="synthetic", train_subset=128, test_subset=64, bootstrap=100,
-                              device="cpu"),
-    "03_keras_validation": dict(s_proxy=1.25, seeds=2, epochs=1, dataset="synthetic", train_subset=64, test_subset=32),
+                              val_size=64, device="cpu"),
+    "03_keras_validation": dict(s_proxy=1.25, seeds=2, epochs=1, dataset="synthetic", train_subset=64, test_subset=32,
+                                val_size=32),
     "04_smooth_reinit": dict(dqn_variants=["eps0", "eps0_last_noise"], dqn_seeds=2, dqn_episodes=5, dqn_chunk=1,
                              gpt_variants=["baseline"], gpt_seeds=2, gpt_overrides=GPT_TINY, text_path=TINY_TEXT),
     "05_search_strategies": dict(strategies=["reinforce", "random"], repeats=2, budget=3, epochs=1, reference_scales=3,
                                  reference_seeds=1, checkpoints=[1.0], dataset="synthetic", train_subset=128,
-                                 test_subset=64, device="cpu"),
+                                 test_subset=64, val_size=64, device="cpu"),
 }
 TABLES = {"01_search": ["episodes", "recheck"], "02_proxy_fidelity": ["runs"], "03_keras_validation": ["runs"],
           "04_smooth_reinit": ["dqn_returns", "dqn_diagnostics", "gpt_losses"], "05_search_strategies": ["reference", "histories"]}

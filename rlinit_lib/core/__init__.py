@@ -2,7 +2,7 @@
 
 ``params`` (parameter checks, config fields), ``runtime`` (device, seeds, environment record),
 ``data`` (image datasets held as resident tensors), ``store`` (the run store), ``trials`` (the unit
-of work and its executors), ``tracking`` (wandb that never stops a run), ``stats`` (intervals and
-tests), ``plots`` (the band plot), ``notebook`` (notebook helpers). Imports no other part of
+of work and its executors), ``tracking`` (wandb that never stops a run), ``stats`` (the one interval
+function and tests), ``verdicts`` (the words every comparison reads), ``plots`` (the band plot), ``notebook`` (notebook helpers). Imports no other part of
 ``rlinit_lib``.
 """

@@ -8,6 +8,10 @@ and a synthetic dataset with CIFAR's shapes whose classes are learnable, for tes
 
 Images stay uint8 (N, C, 32, 32); :func:`normalise` turns a batch into floats on the
 fly, which is what the resident-data trainer does instead of a DataLoader.
+
+Three splits: ``val_size`` images of the training set are held out as a validation split (a fixed
+random choice, the same for every run and seed, made before any training subset), on which every
+study makes its choices; the test split is only for reporting what was chosen.
 """
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ import torch
 from rlinit_lib.core.params import ParameterError, check_choice, check_int, check_optional_int
 
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
+SPLITS = ("train", "val", "test")
+DEFAULT_VAL_SIZE = 5000    # CIFAR-10's usual 45,000 / 5,000 split of the training set
 DATASET_CHANNELS = {"cifar10": 3, "fashion_mnist": 1, "synthetic": 3}   # image channels, known before loading
+DATASET_CLASSES = {"cifar10": 10, "fashion_mnist": 10, "synthetic": 10}  # classes: chance accuracy is 1 / this
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FMNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -48,6 +55,8 @@ class ImageData:
     y_test: torch.Tensor
     num_classes: int = 10
     source: str = ""          # where the files were read from
+    x_val: torch.Tensor | None = None   # held out of the training set: choices are made here
+    y_val: torch.Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -59,11 +68,20 @@ class ImageData:
 
     def to(self, device) -> "ImageData":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        val = (None, None) if self.x_val is None else (move(self.x_val), move(self.y_val))
         return ImageData(self.name, move(self.x_train), move(self.y_train),
-                         move(self.x_test), move(self.y_test), self.num_classes, self.source)
+                         move(self.x_test), move(self.y_test), self.num_classes, self.source, *val)
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of ``which``: ``train``, ``val`` or ``test``."""
+        check_choice("split", which, SPLITS)
+        if which == "val" and self.x_val is None:
+            raise ParameterError(f"dataset {self.name!r} was loaded without a validation split (val_size)")
+        return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
     def __repr__(self) -> str:
-        return (f"ImageData({self.name!r}, train={tuple(self.x_train.shape)}, "
+        val = None if self.x_val is None else tuple(self.x_val.shape)
+        return (f"ImageData({self.name!r}, train={tuple(self.x_train.shape)}, val={val}, "
                 f"test={tuple(self.x_test.shape)}, device={self.device})")
 
 
@@ -79,17 +97,21 @@ def load_dataset(
     download: bool = True,
     train_subset: int | None = None,
     test_subset: int | None = None,
+    val_size: int | None = None,
     synthetic_train: int = 2048,
     synthetic_test: int = 512,
 ) -> ImageData:
     """Load ``name`` (``cifar10``, ``fashion_mnist`` or ``synthetic``) as an :class:`ImageData`.
 
-    ``train_subset`` / ``test_subset`` keep a fixed random subset (the same for every
-    run and seed) so that short CPU profiles still use real data.
+    ``val_size`` training images are held out first as the validation split (``None``: none; the
+    synthetic set draws them on top of its ``synthetic_train`` images);
+    ``train_subset`` / ``test_subset`` then keep a fixed random subset of the rest (the same for
+    every run and seed) so that short CPU profiles still use real data.
     """
     check_choice("dataset", name, DATASETS)
     check_optional_int("train_subset", train_subset, low=1)
     check_optional_int("test_subset", test_subset, low=1)
+    check_optional_int("val_size", val_size, low=1)
     if name == "cifar10":
         data = _load_cifar10(Path(root), download)
     elif name == "fashion_mnist":
@@ -97,8 +119,8 @@ def load_dataset(
     else:
         check_int("synthetic_train", synthetic_train, low=10)
         check_int("synthetic_test", synthetic_test, low=10)
-        data = make_synthetic(synthetic_train, synthetic_test)
-    return _subset(data, train_subset, test_subset)
+        data = make_synthetic(synthetic_train + (val_size or 0), synthetic_test)   # val drawn on top of train
+    return _subset(_hold_out(data, val_size), train_subset, test_subset)
 
 
 def make_synthetic(n_train: int = 2048, n_test: int = 512, channels: int = 3, seed: int = 0) -> ImageData:
@@ -122,6 +144,19 @@ def make_synthetic(n_train: int = 2048, n_test: int = 512, channels: int = 3, se
     return ImageData("synthetic", x_train, y_train, x_test, y_test, source=f"generated (seed {seed})")
 
 
+def _hold_out(data: ImageData, val_size: int | None) -> ImageData:
+    """Move a fixed random ``val_size`` of the training images into the validation split."""
+    if val_size is None:
+        return data
+    if val_size >= len(data.y_train):
+        raise ParameterError(f"val_size must be smaller than the training set of {data.name} "
+                             f"({len(data.y_train)} images; got {val_size})")
+    perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(3))
+    val, train = perm[:val_size], perm[val_size:].sort().values
+    return ImageData(data.name, data.x_train[train], data.y_train[train], data.x_test, data.y_test,
+                     data.num_classes, data.source, data.x_train[val], data.y_train[val])
+
+
 def _subset(data: ImageData, n_train: int | None, n_test: int | None) -> ImageData:
     def take(x, y, n, seed):
         if n is None or n >= len(y):
@@ -131,7 +166,7 @@ def _subset(data: ImageData, n_train: int | None, n_test: int | None) -> ImageDa
 
     x_tr, y_tr = take(data.x_train, data.y_train, n_train, 1)
     x_te, y_te = take(data.x_test, data.y_test, n_test, 2)
-    return ImageData(data.name, x_tr, y_tr, x_te, y_te, data.num_classes, data.source)
+    return ImageData(data.name, x_tr, y_tr, x_te, y_te, data.num_classes, data.source, data.x_val, data.y_val)
 
 
 def _load_cifar10(root: Path, download: bool) -> ImageData:
@@ -206,6 +241,7 @@ def read_idx_gz(path: Path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def load_cached(name: str, root: str, train_subset: int | None, test_subset: int | None,
-                device: str = "cpu") -> ImageData:
+                device: str = "cpu", val_size: int | None = None) -> ImageData:
     """``load_dataset`` once per process and device: trials in one worker share the resident copy."""
-    return load_dataset(name, root, train_subset=train_subset, test_subset=test_subset).to(device)
+    return load_dataset(name, root, train_subset=train_subset, test_subset=test_subset,
+                        val_size=val_size).to(device)

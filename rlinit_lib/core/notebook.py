@@ -52,6 +52,8 @@ def with_profile(cls, values: dict, profile: str, root: Path | None = None) -> d
         raise ParameterError(f"profile must be None or one of {', '.join(repr(k) for k in known)} for {cls.notebook} "
                              f"(got {profile!r})")
     chosen = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(chosen, dict):
+        raise ParameterError(f"{path} must hold NAME: VALUE lines (a mapping), not a {type(chosen).__name__}")
     defaults = cls.defaults()
     return {**chosen, **{k: v for k, v in values.items() if k not in chosen or k not in defaults or v != defaults[k]}}
 

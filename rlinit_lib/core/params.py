@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import math
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -24,10 +25,15 @@ class ParameterError(ValueError):
     """A parameter outside its allowed range; the message is one line."""
 
 
+# The study protocol's version, part of every run's identity. 2: choices on a validation split, random
+# streams per purpose (core.runtime.stream_seed), verdicts with declared margins (issue 23).
+PROTOCOL = 2
 WANDB_MODES = ("offline", "online", "disabled")
 EXECUTORS = ("serial", "processes", "ray")
 EXECUTOR_CHOICES = ("auto",) + EXECUTORS   # auto: processes on a CPU with cores to spare, else serial
 RAY_INSTALL = "pip install -e '.[ray]' (or: pip install 'ray>=2.9')"
+MAX_LIST = 1000            # the longest list parameter: a bound that protects memory
+RAY_CONNECT_TIMEOUT = 3.0   # seconds to reach a cluster's address before the run starts
 
 
 def _range_text(low: Any, high: Any) -> str:
@@ -124,8 +130,14 @@ class Int:
             return
         if self.optional:
             check_optional_int(name, value, low=self.low)
-        else:
-            check_int(name, value, low=self.low, high=self.high)
+            if self.high is not None and value > self.high:
+                raise ParameterError(f"{name} must be None or an integer <= {self.high}, a bound that protects memory "
+                                     f"and run time (got {value!r})")
+            return
+        check_int(name, value, low=self.low)
+        if self.high is not None and value > self.high:
+            raise ParameterError(f"{name} must be an integer{_range_text(self.low, self.high)}, a bound that protects "
+                                 f"memory and run time (got {value!r})")
 
 
 @dataclass(frozen=True)
@@ -163,12 +175,15 @@ class Str:
 
 @dataclass(frozen=True)
 class ListOf:
-    """A list whose items each pass ``item``; ``min_len``/``max_len`` bound its length."""
+    """A list whose items each pass ``item``; ``min_len``/``max_len`` bound its length (``max_len`` None:
+    ``MAX_LIST``, a bound that protects memory); ``unique``: no value may repeat (a repeated arm or scale
+    would be trained twice under one key)."""
 
     item: Callable
     min_len: int = 1
     max_len: int | None = None
     what: str = "values"
+    unique: bool = True
 
     def __call__(self, name, value):
         n = len(value) if isinstance(value, (list, tuple)) else -1
@@ -176,8 +191,17 @@ class ListOf:
             size = (f"exactly {self.min_len}" if self.min_len == self.max_len else
                     f"{self.min_len} to {self.max_len}" if self.max_len is not None else f"at least {self.min_len}")
             raise ParameterError(f"{name} must be a list of {size} {self.what} (got {value!r})")
+        if self.max_len is None and n > MAX_LIST:
+            raise ParameterError(f"{name} must hold at most {MAX_LIST} {self.what}, a bound that protects memory "
+                                 f"(got {n})")
         for v in value:
             self.item(name, v)
+        if self.unique:
+            seen = []
+            for v in value:
+                if v in seen:
+                    raise ParameterError(f"{name} must not repeat a value (got {v!r} twice in {value!r})")
+                seen.append(v)
 
 
 def param(default, rule: Callable | None = None, *, identity: bool = True):
@@ -217,8 +241,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The settings that change results (fields declared with ``identity=True``)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("identity", True)}
+        """The settings that change results (fields declared with ``identity=True``), and the version of
+        the study's protocol (``PROTOCOL``), so a store written under an older protocol is refused."""
+        return {"protocol": PROTOCOL,
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("identity", True)}}
 
 
 def executor_rule(name: str, value) -> None:
@@ -232,12 +258,23 @@ def executor_rule(name: str, value) -> None:
 
 
 def ray_address_rule(name: str, value) -> None:
-    """None (a local Ray started inside the run), 'auto', or 'ray://host:port' / 'host:port' of a cluster."""
+    """None (a local Ray started inside the run), 'auto', or 'ray://host:port' / 'host:port' of a cluster,
+    parsed and then reached (a TCP connection with a timeout of RAY_CONNECT_TIMEOUT s), so a wrong address
+    fails here in one line instead of inside Ray, which retries an unreachable address for minutes."""
     if value is None or value == "auto":
         return
-    if not isinstance(value, str) or not value or " " in value or ":" not in value:
-        raise ParameterError(f"{name} must be None (a local Ray), 'auto' or a cluster address such as "
-                             f"'ray://head:10001' or 'head:6379' (got {value!r})")
+    form = (f"{name} must be None (a local Ray), 'auto' or a cluster address such as 'ray://head:10001' or "
+            f"'head:6379' (got {value!r})")
+    if not isinstance(value, str) or not value or " " in value:
+        raise ParameterError(form)
+    host, sep, port = value.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ParameterError(form)
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise ParameterError(f"{name} {value!r}: nothing answers at {host}:{port} ({exc.strerror or exc}); start the "
+                             "cluster there, or use ray_address None for a local Ray") from None
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import zlib
 import platform
 import random
 import socket
@@ -52,6 +53,26 @@ def derive_seed(*parts: int) -> int:
     """A seed that depends only on ``parts`` (e.g. run seed and episode index)."""
     ss = np.random.SeedSequence([int(p) % 2**32 for p in parts])
     return int(ss.generate_state(1)[0])
+
+
+def purpose_key(purpose: str) -> int:
+    """A stable integer for a purpose's name (CRC-32), so streams do not depend on a list's order."""
+    if not isinstance(purpose, str) or not purpose:
+        raise ValueError(f"purpose must be a non-empty string (got {purpose!r})")
+    return zlib.crc32(purpose.encode())
+
+
+def stream_seed(run_seed: int, purpose: str) -> int:
+    """The seed of one purpose's random stream within a run (``init``, ``data_order``, ``weight_noise``,
+    ``target_noise``, ``env``, ``replay``, ``exploration``, ``dropout_0``, ...).
+
+    One ``numpy.random.SeedSequence`` per run (entropy = the run's seed) spawns a child per purpose
+    (spawn key = the purpose's CRC-32), so no two purposes of a run share a stream, and run k's streams
+    are unrelated to run k + 1's (seeds ``s`` and ``s + 1`` are different entropies, not offsets into
+    one stream). Returns a 63-bit integer for ``torch.Generator.manual_seed`` and NumPy alike."""
+    ss = np.random.SeedSequence(entropy=int(run_seed), spawn_key=(purpose_key(purpose),))
+    lo, hi = (int(x) for x in ss.generate_state(2, np.uint32))
+    return (hi << 32 | lo) & (2**63 - 1)
 
 
 def environment_info(device: torch.device | str | None = None) -> dict:

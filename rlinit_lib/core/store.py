@@ -9,19 +9,30 @@ Every notebook keeps its results in ``<output_dir>/store.sqlite`` (standard-libr
 * ``rows``: the result tables, one JSON row each, tagged with the trial that wrote it and the table name;
 * ``failures``: trials that raised, with their one-line error (they are retried on the next run).
 
+* ``digests``: a SHA-256 of each finished trial's units and rows, written in the same transaction.
+
 A trial's rows and its finished mark are written in one transaction, so a process killed at any
 moment (``kill -9`` included) leaves either the whole trial or none of it; the next run rolls back a
 half-written transaction and repeats only unfinished trials. CSV copies for readers are written
 atomically (temporary file, then rename). Opening a store whose identity differs from the config
 is refused with one line naming the first differing setting; a damaged file gives one line naming
-it and what to do.
+it and what to do. Nothing passes silently: opening a store checks every trial's digest (SQLite keeps
+no checksums of its own, so a changed digit in a row would otherwise be read back as a result), an
+existing file that holds no run (emptied, say) is reported rather than started again, and one writer at
+a time holds ``store.lock`` (an OS lock, released when its process ends however it ends, so a lock
+left by a killed run is recognised as stale and taken over).
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import os
+import socket
 import sqlite3
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -38,7 +49,10 @@ CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY AUTOINCREMENT, trial TEX
                                  data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS rows_tbl ON rows (tbl);
 CREATE TABLE IF NOT EXISTS failures (trial TEXT PRIMARY KEY, error TEXT NOT NULL, attempts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS digests (trial TEXT PRIMARY KEY, digest TEXT NOT NULL);
 """
+LOCK_FILE = "store.lock"
+_HELD: dict[Path, list] = {}   # output_dir -> [lock file, open stores of this process]
 
 
 class StoreError(RuntimeError):
@@ -76,21 +90,35 @@ class RunStore:
     def __init__(self, output_dir: str | os.PathLike, notebook: str, identity: Mapping, config: Mapping | None = None,
                  environment: Mapping | None = None):
         self.dir = Path(output_dir)
-        if self.dir.exists() and not self.dir.is_dir():
-            raise ParameterError(f"output_dir must be a directory (got the file {str(self.dir)!r})")
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / STORE_FILE
         self.notebook = notebook
+        _make_dir(self.dir)
+        self._lock = _acquire(self.dir)
+        try:
+            self._open(notebook, identity, config, environment)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, notebook, identity, config, environment) -> None:
+        existed = self.path.is_file()
+        size = self.path.stat().st_size if existed else 0
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA synchronous=FULL")
             if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("integrity check failed")
             self.db.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path} cannot be written ({exc}): make it writable, or use another output_dir") \
+                from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is damaged ({exc}): delete it to start this run again, or use another "
                              "output_dir") from None
         old = self.meta("identity")
+        if old is None and existed:
+            raise StoreError(f"{self.path} exists but holds no run ({size} bytes, no identity, no finished trial): "
+                             "delete it to start this run again, or use another output_dir")
         if old is None:
             with self.transaction():
                 self._set("notebook", notebook)
@@ -102,16 +130,36 @@ class RunStore:
                 raise StoreError(f"output_dir {str(self.dir)!r} holds a {kind} run, not {notebook}; use another "
                                  "output_dir")
             for k in list(identity) + [k for k in old if k not in identity]:
+                if k.startswith("upstream ") and k in old and k in identity and not _same(old[k], identity[k]):
+                    raise ParameterError(
+                        f"output_dir {str(self.dir)!r}: {k.removeprefix('upstream ')}'s results changed since this "
+                        f"run ({_first_change(old[k], identity[k])}); use another output_dir or delete it")
                 if k not in old or k not in identity or not _same(old[k], identity[k]):
                     raise ParameterError(
                         f"output_dir {str(self.dir)!r} holds a run with {k}={old.get(k, '(unset)')!r} (now {k}="
                         f"{identity.get(k, '(unset)')!r}); use another output_dir or delete it")
+            self.verify()
         if config is not None:
             with self.transaction():
                 self._set("config", config)
             self.write_json("config.json", config)
-        if old is None:
-            self.write_json("environment.json", environment or {})
+        if old is None or not (self.dir / "environment.json").is_file():
+            self.write_json("environment.json", self.meta("environment", {}))
+
+    def verify(self) -> None:
+        """Check every finished trial's rows against the digest written with them (StoreError naming the
+        file and the first trial that does not match)."""
+        stored = dict(self.db.execute("SELECT trial, digest FROM digests"))
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for trial, tbl, data in self.db.execute("SELECT trial, tbl, data FROM rows ORDER BY id"):
+            rows.setdefault(trial, []).append((tbl, data))
+        units: dict[str, list[str]] = {}
+        for unit, trial in self.db.execute("SELECT unit, trial FROM units ORDER BY unit"):
+            units.setdefault(trial, []).append(unit)
+        for trial in sorted(set(units) | set(rows) | set(stored)):
+            if stored.get(trial) != _digest(trial, units.get(trial, []), rows.get(trial, [])):
+                raise StoreError(f"{self.path}: the rows of trial {trial!r} do not match their checksum (the file was "
+                                 "changed outside a run): delete it to start this run again, or use another output_dir")
 
     @classmethod
     def for_config(cls, cfg, environment: Mapping | None = None) -> "RunStore":
@@ -138,11 +186,12 @@ class RunStore:
             seconds: float | None = None) -> None:
         """Record a finished trial: its rows per table and its units (default: the trial key), atomically."""
         units = [trial] if units is None else list(units)
+        rows = [(name, _dumps(row)) for name, table in tables.items() for row in table]
         with self.transaction():
             for unit in units:
                 self.db.execute("INSERT INTO units VALUES (?, ?, ?)", (unit, trial, seconds))
-            self.db.executemany("INSERT INTO rows (trial, tbl, data) VALUES (?, ?, ?)",
-                                [(trial, name, _dumps(row)) for name, rows in tables.items() for row in rows])
+            self.db.executemany("INSERT INTO rows (trial, tbl, data) VALUES (?, ?, ?)", [(trial, *r) for r in rows])
+            self.db.execute("INSERT INTO digests VALUES (?, ?)", (trial, _digest(trial, sorted(units), rows)))
             self.db.execute("DELETE FROM failures WHERE trial = ?", (trial,))
 
     def put_failure(self, trial: str, error: str) -> None:
@@ -190,7 +239,12 @@ class RunStore:
         return path
 
     def close(self) -> None:
-        self.db.close()
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+            self.db = None
+        if getattr(self, "_lock", None) is not None:
+            _release(self.dir)
+            self._lock = None
 
     def __enter__(self):
         return self
@@ -213,6 +267,54 @@ def stored_identity(output_dir: str | os.PathLike) -> dict:
     return json.loads(row[0]) if row else {}
 
 
+@dataclass
+class Upstream:
+    """Another notebook's finished run, read from its store (never from its CSV copies): its identity and
+    config, ``table(name)``, and a ``fingerprint`` (its identity and a digest of every finished trial's
+    checksum) that a study which uses these results puts into its own identity, so a changed upstream run is
+    refused (see :class:`RunStore`) rather than relabelled."""
+
+    notebook: str
+    path: Path
+    identity: dict
+    config: dict
+    digest: str
+    db: sqlite3.Connection
+
+    def table(self, name: str) -> pd.DataFrame:
+        return pd.DataFrame([json.loads(d) for (d,) in
+                             self.db.execute("SELECT data FROM rows WHERE tbl = ? ORDER BY id", (name,))])
+
+    def fingerprint(self, **used) -> dict:
+        """What this run used of the upstream one: its identity, its digest and ``used`` (e.g. the scale)."""
+        return {"identity": self.identity, "digest": self.digest, **plain(used)}
+
+
+def read_upstream(output_dir: str | os.PathLike, notebook: str) -> Upstream:
+    """``notebook``'s finished run in ``output_dir``, read-only and checked (its checksums), or one line:
+    'run NN first', a file that is not a run store, or a store of another notebook."""
+    path = Path(output_dir) / STORE_FILE
+    if not path.is_file():
+        raise StoreError(f"{notebook}'s results are not in {str(Path(output_dir))!r}: run {notebook} first "
+                         "(with the same profile or outputs root)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        stored = dict(db.execute("SELECT trial, digest FROM digests"))
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a readable run store ({exc}): run {notebook} again into that folder") \
+            from None
+    if meta.get("notebook") != notebook:
+        raise StoreError(f"{path} holds a {meta.get('notebook')} run, not {notebook}: run {notebook} first")
+    if not stored:
+        raise StoreError(f"{path} holds no finished trial of {notebook}: run {notebook} first")
+    store = RunStore.__new__(RunStore)          # the same checksum test as a writer's, read-only
+    store.db, store.path = db, path
+    store.verify()
+    digest = hashlib.sha256(json.dumps(sorted(stored.items())).encode()).hexdigest()[:16]
+    return Upstream(notebook, path, meta.get("identity", {}), meta.get("config", {}), digest, db)
+
+
 def read_run(output_dir: str | os.PathLike) -> tuple[dict, Callable[[str], pd.DataFrame]] | None:
     """Another notebook's finished work, read-only: (its config, ``table(name) -> DataFrame``), or None when
     ``output_dir`` holds no run store. Used by notebooks that build on an earlier one's results."""
@@ -228,6 +330,74 @@ def read_run(output_dir: str | os.PathLike) -> tuple[dict, Callable[[str], pd.Da
                              db.execute("SELECT data FROM rows WHERE tbl = ? ORDER BY id", (name,))])
 
     return config, table
+
+
+def _first_change(old: dict, new: dict) -> str:
+    """The first key of two upstream fingerprints that differs, as 'key: old -> new' (short)."""
+    for k in sorted(set(old) | set(new)):
+        if not _same(old.get(k), new.get(k)):
+            a, b = (json.dumps(plain(x), sort_keys=True) for x in (old.get(k), new.get(k)))
+            return f"{k}: {a[:60]} -> {b[:60]}"
+    return "unchanged"
+
+
+def _digest(trial: str, units: list[str], rows: list[tuple[str, str]]) -> str:
+    h = hashlib.sha256(json.dumps([trial, units, rows]).encode())
+    return h.hexdigest()
+
+
+def _make_dir(path: Path) -> None:
+    """``output_dir`` made (with its parents), or one line saying why it cannot be."""
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"output_dir must be a directory (got the file {str(path)!r})")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise ParameterError(f"output_dir {str(path)!r} lies under a file, not a directory: use another output_dir") \
+            from None
+    except PermissionError:
+        raise ParameterError(f"output_dir {str(path)!r} cannot be created here (permission denied): use another "
+                             "output_dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ParameterError(f"output_dir {str(path)!r} is not writable: make it writable, or use another output_dir")
+
+
+def _acquire(directory: Path):
+    """Take ``store.lock`` of ``directory`` for this process (re-entrant within it), or one line naming the
+    process that holds it. An OS lock (flock) dies with its process, so a killed run's lock is stale and
+    is simply taken."""
+    key = directory.resolve()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return _HELD[key][0]
+    path = directory / LOCK_FILE
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise StoreError(f"output_dir {str(directory)!r} is in use by another run ({holder}); wait for it to "
+                         "finish, or use another output_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.flush()
+    _HELD[key] = [f, 1]
+    return f
+
+
+def _release(directory: Path) -> None:
+    key = directory.resolve()
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        fcntl.flock(held[0], fcntl.LOCK_UN)
+        held[0].close()
+        del _HELD[key]
 
 
 class _Transaction:

@@ -36,12 +36,15 @@ from rlinit_lib.core.params import RAY_INSTALL, ParameterError, check_choice, ch
 
 @dataclass(frozen=True)
 class Trial:
-    """``fn(**kwargs)`` -> result tables. ``units``: the unit keys it finishes (default: its key)."""
+    """``fn(**kwargs)`` -> result tables. ``units``: the unit keys it finishes (default: its key);
+    ``work``: what it will do, e.g. ``{"child epochs": 7}`` or ``{"environment steps": 50_000}``
+    (summed over the trials and printed before the first one starts)."""
 
     key: str
     fn: Callable
     kwargs: dict = field(default_factory=dict)
     units: tuple = ()
+    work: dict = field(default_factory=dict)
 
     @property
     def unit_keys(self) -> tuple:
@@ -205,10 +208,16 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
     todo = [t for t in trials if not set(t.unit_keys) <= done]
     failed = []
     if todo:
+        print(work_line(desc, todo, len(trials), executor, workers), flush=True)
         bar = progress_bar(len(todo), desc, progress)
         runner = EXECUTORS[executor](workers, **executor_options)
-        for i, (status, out, seconds) in runner.run([(t.fn, t.kwargs) for t in todo]):
+        started = time.perf_counter()
+        for n, (i, (status, out, seconds)) in enumerate(runner.run([(t.fn, t.kwargs) for t in todo])):
             t = todo[i]
+            if n == 0 and len(todo) > 1:
+                per = time.perf_counter() - started
+                print(f"{desc}: the first trial took {per:.1f} s; the {len(todo)} trials should take about "
+                      f"{per * len(todo) / max(1, min(workers, len(todo))) / 60:.1f} min", flush=True)
             if status == "ok":
                 out = dict(out)
                 log = out.pop("_log", None)
@@ -224,6 +233,16 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
         raise TrialsFailed(f"{len(failed)} of {len(todo)} trials failed (first: {failed[0][0]}: {failed[0][1]}); "
                            "finished trials are saved in the run store, and running again retries only the failed ones")
     return {t.key: store.trial_rows(t.key) for t in trials}
+
+
+def work_line(desc: str, todo: Sequence[Trial], total: int, executor: str, workers: int) -> str:
+    """What a run is about to do, before its first trial (so a mistyped 10^9 shows in the first second)."""
+    work: dict[str, float] = {}
+    for t in todo:
+        for k, v in t.work.items():
+            work[k] = work.get(k, 0) + v
+    what = "".join(f", {v:,.0f} {k}" for k, v in work.items())
+    return f"{desc}: {len(todo)} of {total} trials to run{what} ({executor}, {workers} workers)"
 
 
 def run_config_trials(cfg, store, trials: Sequence[Trial], name: str, desc: str = "trials") -> dict[str, dict]:

@@ -1,12 +1,23 @@
 """Notebook 03: Phase 2 of the dissertation (Sec. 4.2.2, 4.4.2, 5.4; Tables 4.1 and 5.1; Fig. 5.2), with seeds.
 
 The VGG-style Swish CNN of ``model`` is trained with Keras' ``fit`` (KERAS_BACKEND=torch): images
-scaled to [0, 1], one-hot labels, Adam lr 1e-3, categorical cross-entropy, batch 64, 100 epochs, the
-test set as validation data each epoch. Each (scale, seed) run is one trial of the run store (an
-interrupted run restarts from its first epoch). s_proxy comes from notebook 01's results in the same
-profile; the transfer check compares the measured accuracies with notebook 02's proxy curve.
-``precision`` (fp32 | bf16 | auto) selects Keras' ``mixed_bfloat16`` policy; ``auto`` probes a few
-``train_on_batch`` steps (``core.precision``).
+scaled to [0, 1], one-hot labels, Adam lr 1e-3, categorical cross-entropy, batch 64, 100 epochs. Keras'
+``validation_data`` is the **validation split** (``val_size`` training images held out, ``core.data``),
+never the test set: the best epoch of each run is chosen on validation accuracy, and the run's numbers
+are its **test** accuracy, evaluated after training with the best epoch's weights (``test_accuracy``,
+the reported one) and with the last epoch's (``final_test_accuracy``, the dissertation's protocol). Each
+(scale, seed) run is one trial of the run store (an interrupted run restarts from its first epoch).
+
+Seed j gives every scale the same kernel draws (scaled), the same dropout masks and the same data order
+(each from its own ``stream_seed`` of the run's seed: ``model.layer_seed``),
+so scales are compared **paired by seed** (``core.verdicts.compare``) against a declared smallest effect
+of interest ``sesoi``. The primary comparison, declared before the run: s_proxy against s = 1.0 on test
+accuracy; any ``extra_scales`` against s = 1.0 form one exploratory family. A diverged run (a non-finite
+training loss) is kept and scored at chance accuracy (``core.verdicts.score_diverged``); the rate is
+reported per scale. s_proxy comes from notebook 01's results in the same profile; the transfer check
+compares the measured accuracies with notebook 02's proxy curve (its ``per_scale.csv``: ``scale``,
+``accuracy``). ``precision`` (fp32 | bf16 | auto) selects Keras' ``mixed_bfloat16`` policy; ``auto``
+probes a few ``train_on_batch`` steps (``core.precision``).
 """
 from __future__ import annotations
 
@@ -18,18 +29,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, ImageData, load_cached
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, DEFAULT_VAL_SIZE, ImageData, load_cached
 from rlinit_lib.core.notebook import Report, fmt, upstream_dir
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, Str, param
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import derive_seed, environment_info, seed_everything
-from rlinit_lib.core.stats import bootstrap_difference, difference_by_seed, mean_ci, transfer_agreement
+from rlinit_lib.core.stats import interval, transfer_agreement
 from rlinit_lib.core.store import RunStore, stored_identity
 from rlinit_lib.core.trials import Trial, run_config_trials, torch_threads, trial_threads
+from rlinit_lib.core.verdicts import Contrast, compare_family, score_diverged, sesoi_line, verdict_table
 
 S_PROXY_FALLBACK = 1.25  # the dissertation's s_proxy
-RUN_COLUMNS = ["scale", "seed_index", "seed", "final_val_accuracy", "best_val_accuracy", "final_val_loss"]
+BASELINE = 1.0           # He-normal as Keras draws it
+CHANCE = 0.1             # every dataset of core.data has 10 classes: a diverged run scores 1/10
+RUN_COLUMNS = ["scale", "seed_index", "seed", "best_epoch", "best_val_accuracy", "final_val_accuracy", "test_accuracy",
+               "final_test_accuracy", "final_val_loss", "diverged"]
 
 
 @dataclass
@@ -40,17 +55,19 @@ class KerasValidationConfig(RunFields):
 
     s_proxy: float | None = param(None, Float(low=0.0, low_open=True, optional=True), identity=False)  # None: 01's
     extra_scales: list = param([], ListOf(Float(low=0.0, low_open=True), 0, what="scales > 0"), identity=False)
-    seeds: int = param(5, Int(low=2), identity=False)       # runs per scale (more extends)
-    epochs: int = param(100, Int(low=1))
-    batch_size: int = param(64, Int(low=1))
+    seeds: int = param(5, Int(low=2, high=1_000), identity=False)       # runs per scale (more extends)
+    epochs: int = param(100, Int(low=1, high=10_000))
+    batch_size: int = param(64, Int(low=1, high=65_536))
     lr: float = param(1e-3, Float(low=0.0, low_open=True))
     block_dropout: list = param([0.2, 0.3, 0.4], ListOf(Float(low=0.0, high=1.0, high_open=True), 3, 3,
-                                                        "rates in [0, 1)"))   # not given by the dissertation
+                                                        "rates in [0, 1)", unique=False))   # not given by the dissertation
     dense_dropout: float = param(0.5, Float(low=0.0, high=1.0, high_open=True))
     dataset: str = param("cifar10", Choice(DATASETS))        # cifar10 | fashion_mnist | synthetic
     data_root: str = param("data", Str(), identity=False)
-    train_subset: int | None = param(None, Int(low=1, optional=True))
-    test_subset: int | None = param(None, Int(low=1, optional=True))
+    train_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))
+    test_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))
+    val_size: int = param(DEFAULT_VAL_SIZE, Int(low=1, high=10_000_000))      # training images held out: Keras' validation data
+    sesoi: float = param(0.005, Float(low=0.0, low_open=True))   # smallest accuracy difference of interest
     precision: str = param("auto", Choice(PRECISIONS))       # fp32 | bf16 | auto (bf16 where measured faster)
     output_dir: str = param("outputs/03_keras_validation", identity=False)
 
@@ -79,45 +96,56 @@ class KerasValidationConfig(RunFields):
                                   "use the searched scale)")
 
     def scales(self) -> list[float]:
-        return list(dict.fromkeys([1.0, self.resolve_s_proxy()[0], *map(float, self.extra_scales)]))
+        return list(dict.fromkeys([BASELINE, self.resolve_s_proxy()[0], *map(float, self.extra_scales)]))
 
 
-def to_keras_arrays(data: ImageData):
-    """uint8 (N, C, H, W) -> float32 (N, H, W, C) in [0, 1] and one-hot labels, as the dissertation feeds Keras."""
+def to_keras_arrays(data: ImageData) -> dict:
+    """uint8 (N, C, H, W) -> float32 (N, H, W, C) in [0, 1] and one-hot labels, as the dissertation feeds Keras;
+    one (x, y) pair per split: ``train``, ``val`` and ``test``."""
     def x(t):
         return t.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32) / 255.0
 
     def y(t):
         return np.eye(data.num_classes, dtype=np.float32)[t.cpu().numpy()]
 
-    return x(data.x_train), y(data.y_train), x(data.x_test), y(data.y_test)
+    return {split: (x(data.split(split)[0]), y(data.split(split)[1])) for split in ("train", "val", "test")}
 
 
 @functools.lru_cache(maxsize=2)
-def _keras_arrays(dataset: str, root: str, train_subset, test_subset):
+def _keras_arrays(dataset: str, root: str, train_subset, test_subset, val_size):
     """The dataset as Keras arrays and its number of classes, converted once per process."""
-    data = load_cached(dataset, root, train_subset, test_subset, "cpu")
+    data = load_cached(dataset, root, train_subset, test_subset, "cpu", val_size)
     return to_keras_arrays(data), data.num_classes
 
 
 def keras_trial(scale: float, seed_index: int, seed: int, settings: dict) -> dict:
-    """Train Table 4.1's network at ``scale`` with ``seed``; its final row and per-epoch history."""
-    from rlinit_lib.keras_validation.model import build_vgg_swish, keras   # sets KERAS_BACKEND=torch first
+    """Train Table 4.1's network at ``scale`` with ``seed`` (validation data: the validation split), restore the
+    epoch with the best validation accuracy and evaluate it, and the last epoch, on the test split."""
+    from rlinit_lib.keras_validation.model import KeepBestWeights, build_vgg_swish, keras, layer_seed  # torch backend
 
     s = settings
-    (x_tr, y_tr, x_te, y_te), classes = _keras_arrays(s["dataset"], s["data_root"], s["train_subset"], s["test_subset"])
-    keras.utils.set_random_seed(seed)
-    model = build_vgg_swish(scale, x_tr.shape[1:], classes, s["block_dropout"], s["dense_dropout"], seed=seed % 100_000,
+    arrays, classes = _keras_arrays(s["dataset"], s["data_root"], s["train_subset"], s["test_subset"], s["val_size"])
+    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    keras.utils.set_random_seed(layer_seed(seed, "data_order"))   # fit's shuffling: a stream of its own
+    model = build_vgg_swish(scale, x_tr.shape[1:], classes, s["block_dropout"], s["dense_dropout"], seed=seed,
                             precision=s["precision"])
     model.compile(optimizer=keras.optimizers.Adam(s["lr"]), loss="categorical_crossentropy", metrics=["accuracy"])
-    hist = model.fit(x_tr, y_tr, batch_size=s["batch_size"], epochs=s["epochs"], validation_data=(x_te, y_te),
-                     verbose=0)
+    best = KeepBestWeights()
+    hist = model.fit(x_tr, y_tr, batch_size=s["batch_size"], epochs=s["epochs"], validation_data=arrays["val"],
+                     callbacks=[best], verbose=0)
+
+    def test_accuracy() -> float:
+        return float(model.evaluate(x_te, y_te, batch_size=s["batch_size"], verbose=0, return_dict=True)["accuracy"])
+
+    final_test = test_accuracy()
+    best.restore()
     h = pd.DataFrame(hist.history).assign(epoch=lambda d: np.arange(1, len(d) + 1), scale=scale, seed_index=seed_index)
-    row = {"scale": scale, "seed_index": seed_index, "seed": seed,
-           "final_val_accuracy": float(h["val_accuracy"].iloc[-1]), "best_val_accuracy": float(h["val_accuracy"].max()),
-           "final_val_loss": float(h["val_loss"].iloc[-1])}
+    row = {"scale": scale, "seed_index": seed_index, "seed": seed, "best_epoch": best.epoch,
+           "best_val_accuracy": float(h["val_accuracy"].max()), "final_val_accuracy": float(h["val_accuracy"].iloc[-1]),
+           "test_accuracy": test_accuracy(), "final_test_accuracy": final_test,
+           "final_val_loss": float(h["val_loss"].iloc[-1]), "diverged": bool(not np.isfinite(h["loss"]).all())}
     return {"runs": [row], "histories": h.to_dict("records"),
-            "_log": {"keras/scale": scale, "keras/final_val_accuracy": row["final_val_accuracy"]}}
+            "_log": {"keras/scale": scale, "keras/test_accuracy": row["test_accuracy"]}}
 
 
 def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -127,8 +155,8 @@ def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFra
     precision = cfg.precision_record()
     store = RunStore.for_config(cfg, {**environment_info("cpu"), "precision": precision})
     seed_everything(cfg.seed)
-    settings = {k: getattr(cfg, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "epochs",
-                                             "batch_size", "lr", "block_dropout", "dense_dropout")}
+    settings = {k: getattr(cfg, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "val_size",
+                                             "epochs", "batch_size", "lr", "block_dropout", "dense_dropout")}
     settings["precision"] = precision["chosen"]
     trials = [Trial(f"{s!r}/{j}", keras_trial, {"scale": s, "seed_index": j, "seed": derive_seed(cfg.seed, j),
                                                  "settings": settings})
@@ -143,34 +171,74 @@ def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFra
     return runs, histories
 
 
-def compare(runs: pd.DataFrame, s_proxy: float, baseline: float = 1.0, seed: int = 0) -> dict:
-    """Table 5.1 extended: per-scale mean and interval, and s_proxy - baseline paired by seed (seed j gives both
-    scales the same initial draws, scaled, and the same dropout and data order; Welch's if the seeds differ) and
-    by an (unpaired) bootstrap of the means."""
-    pair = [runs[np.isclose(runs["scale"], x)] for x in (s_proxy, baseline)]
-    a, b = (p["final_val_accuracy"].to_numpy() for p in pair)
-    per_scale = []
+def scored(runs: pd.DataFrame, column: str = "test_accuracy", chance: float = CHANCE) -> np.ndarray:
+    """``column`` with every diverged run kept and scored at chance (``core.verdicts.score_diverged``)."""
+    return score_diverged(runs[column], runs["diverged"].astype(bool), chance)
+
+
+def by_seed(runs: pd.DataFrame, scale: float, chance: float = CHANCE) -> pd.Series:
+    """Scored test accuracy of one scale, indexed by seed_index."""
+    g = runs[np.isclose(runs["scale"], scale)]
+    return pd.Series(scored(g, chance=chance), index=g["seed_index"].to_numpy())
+
+
+def primary_name(s_proxy: float, baseline: float = BASELINE) -> str:
+    return f"s_proxy = {s_proxy:g} - s = {baseline:g}"
+
+
+def scale_contrasts(runs: pd.DataFrame, s_proxy: float, baseline: float = BASELINE,
+                    chance: float = CHANCE) -> list[Contrast]:
+    """Every other scale against ``baseline``, paired by seed (the seeds both ran): s_proxy first (the primary)."""
+    base = by_seed(runs, baseline, chance)
+    others = sorted({float(s) for s in runs["scale"]} - {baseline}, key=lambda s: (not np.isclose(s, s_proxy), s))
+    out = []
+    for s in others:
+        a = by_seed(runs, s, chance)
+        seeds = a.index.intersection(base.index)
+        name = primary_name(s, baseline) if np.isclose(s, s_proxy) else f"s = {s:g} - s = {baseline:g}"
+        out.append(Contrast(name, a[seeds].to_numpy(), base[seeds].to_numpy()))
+    return out
+
+
+def per_scale_table(runs: pd.DataFrame, chance: float = CHANCE) -> pd.DataFrame:
+    """Table 5.1 extended: per scale, test accuracy at the best validation epoch (mean, t interval inside [0, 1],
+    sd; diverged runs at chance), the last epoch's test accuracy, the best epoch and the divergence rate."""
+    rows = []
     for s, g in runs.groupby("scale"):
-        m, lo, hi = mean_ci(g["final_val_accuracy"])
-        per_scale.append({"scale": float(s), "n": len(g), "mean_accuracy": m, "ci_low": lo, "ci_high": hi,
-                          "sd": float(g["final_val_accuracy"].std(ddof=1))})
-    return {"per_scale": pd.DataFrame(per_scale),
-            "difference": difference_by_seed(*pair, "final_val_accuracy", key="seed_index"),
-            "bootstrap": bootstrap_difference(a, b, seed=seed), "s_proxy": s_proxy, "baseline": baseline}
+        acc = scored(g, chance=chance)
+        iv = interval(acc, "mean", bounds=(0.0, 1.0))
+        rows.append({"scale": float(s), "n": iv.n, "mean_accuracy": iv.estimate, "ci_low": iv.low, "ci_high": iv.high,
+                     "sd": float(np.std(acc, ddof=1)) if len(acc) > 1 else np.nan, "interval": f"{iv.method}, inside [0, 1]",
+                     "mean_final_test_accuracy": float(np.mean(scored(g, "final_test_accuracy", chance))),
+                     "mean_best_val_accuracy": float(g["best_val_accuracy"].mean()),
+                     "mean_best_epoch": float(g["best_epoch"].mean()), "diverged_rate": float(g["diverged"].mean())})
+    return pd.DataFrame(rows)
+
+
+def compare(runs: pd.DataFrame, s_proxy: float, sesoi: float, baseline: float = BASELINE) -> dict:
+    """Table 5.1 extended and the verdict rows: s_proxy - baseline (primary) and any other scale - baseline
+    (exploratory), each paired by seed (seed j gives both scales the same initial draws, scaled, and the same
+    dropout masks and data order)."""
+    contrasts = scale_contrasts(runs, s_proxy, baseline)
+    primary = [c.name for c in contrasts if c.name == primary_name(s_proxy, baseline)]
+    return {"per_scale": per_scale_table(runs), "rows": compare_family(contrasts, sesoi, primary=primary),
+            "s_proxy": s_proxy, "baseline": baseline, "sesoi": sesoi}
+
+
+def primary_row(result: dict) -> dict | None:
+    rows = result["rows"]
+    found = rows[rows["role"] == "primary"]
+    return None if found.empty else found.iloc[0].to_dict()
 
 
 def verdict(result: dict) -> str:
-    w, bs = result["difference"], result["bootstrap"]
-    if result["s_proxy"] == result["baseline"]:
-        return f"s_proxy equals the baseline ({result['baseline']:g}): there is nothing to compare."
-    sig = w["ci_low"] > 0 or w["ci_high"] < 0
-    direction = "better" if w["mean"] > 0 else "worse"
-    return (f"s_proxy = {result['s_proxy']:g} minus s = {result['baseline']:g}: {w['mean']:+.4f} accuracy "
-            f"({w['test']} 95% CI [{w['ci_low']:+.4f}, {w['ci_high']:+.4f}], p = {w['p_value']:.3g}; bootstrap "
-            f"[{bs['ci_low']:+.4f}, {bs['ci_high']:+.4f}]). "
-            + (f"**s_proxy is {direction} than s = 1.0 at 95% confidence.**" if sig else
-               "**Not significant:** the interval contains 0, so these runs do not show that s_proxy helps. The "
-               "dissertation's +0.0037 came from two runs per scale."))
+    """The verdicts: the declared margin and primary comparison, then every comparison in ``core.verdicts``' words."""
+    head = sesoi_line(result["sesoi"], "accuracy", f"s_proxy = {result['s_proxy']:g} against s = "
+                      f"{result['baseline']:g}, test accuracy at each run's best validation epoch, paired by seed")
+    if primary_row(result) is None:
+        return head + f"\n\ns_proxy equals the baseline ({result['baseline']:g}): there is nothing to compare."
+    return (head + "\n\n" + verdict_table(result["rows"]) + "\n\nThe dissertation's +0.0037 came from two runs per "
+            "scale.")
 
 
 def short_training_warning(histories: pd.DataFrame, threshold: float = 0.15) -> str | None:
@@ -208,10 +276,13 @@ def validation_report(cfg: KerasValidationConfig, runs: pd.DataFrame, histories:
     rep = Report(cfg.output_dir)
     s_proxy, source = cfg.resolve_s_proxy()
     rep.markdown(f"s_proxy = {s_proxy:g}, from {source}.")
-    result = compare(runs, s_proxy, seed=cfg.seed)
-    rep.table("table_5_1", result["per_scale"], caption="## Table 5.1, extended\nFinal validation accuracy per scale: "
-              "mean, Student-t 95% interval and sd over seeds")
-    rep.verdict(verdict(result))
+    result = compare(runs, s_proxy, cfg.sesoi)
+    rep.table("table_5_1", result["per_scale"], caption="## Table 5.1, extended\nTest accuracy per scale with the "
+              "weights of each run's best validation epoch: mean, Student-t 95% interval (inside [0, 1]) and sd over "
+              "seeds, a diverged run kept at chance (`diverged_rate`); the last epoch's test accuracy "
+              "(`mean_final_test_accuracy`, the dissertation's protocol) and the best validation epoch next to it.")
+    rep.table("comparisons", result["rows"], show=False)
+    rep.verdict("## Verdict\n" + verdict(result))
     if (note := short_training_warning(histories)):
         rep.markdown(note)
     rep.markdown("## Learning curves (dissertation Fig. 5.2)")
@@ -224,7 +295,10 @@ def describe_transfer(cfg: KerasValidationConfig, result: dict, s_proxy: float) 
     path = upstream_dir(cfg.output_dir, "02_proxy_fidelity") / "per_scale.csv"
     if not path.exists():
         return f"No 02_proxy_fidelity results at {path}: run 02_proxy_fidelity first."
-    t = transfer_agreement(pd.read_csv(path), result["per_scale"], pair=(s_proxy, 1.0))
+    proxy = pd.read_csv(path)
+    if not {"scale", "accuracy"} <= set(proxy.columns):
+        return f"02_proxy_fidelity's {path} has no `scale` and `accuracy` columns: rerun 02_proxy_fidelity."
+    t = transfer_agreement(proxy, result["per_scale"], pair=(s_proxy, BASELINE))
     if t["n_scales"] == 0:
         return f"None of this notebook's scales lies inside 02's grid ({path}), so there is nothing to compare."
     lines = [f"02's proxy curve, interpolated at {t['n_scales']} of these scales ({', '.join(f'{s:g}' for s in t['scales'])})."]
@@ -233,11 +307,11 @@ def describe_transfer(cfg: KerasValidationConfig, result: dict, s_proxy: float) 
                      f"(over {t['n_scales']} scales; add `extra_scales` for a finer answer).")
     else:
         lines.append("A rank correlation needs three scales: add one with `extra_scales`.")
-    if "predicted_difference" in t:
-        w = result["difference"]
+    w = primary_row(result)
+    if "predicted_difference" in t and w is not None:
         inside = w["ci_low"] <= t["predicted_difference"] <= w["ci_high"] if np.isfinite(w["ci_low"]) else None
         lines.append(f"The proxy predicts s_proxy - 1.0 = {t['predicted_difference']:+.4f}; this network measured "
                      f"{t['measured_difference']:+.4f} (same sign: {'yes' if t['same_sign'] else 'no'}; the proxy's "
                      "prediction lies " + ("inside" if inside else "outside" if inside is not None else "n/a for")
-                     + f" the {w['test']} 95% interval [{fmt(w['ci_low'])}, {fmt(w['ci_high'])}]).")
+                     + f" the {w['test']} {100 * w['confidence']:.4g}% interval [{fmt(w['ci_low'])}, {fmt(w['ci_high'])}]).")
     return " ".join(lines)

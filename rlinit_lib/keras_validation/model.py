@@ -8,6 +8,12 @@ epsilon 1e-7). The dissertation does not give the dropout rates; they are parame
 (default 0.2, 0.3, 0.4 and 0.5). Every Conv2D and Dense kernel uses
 ``ScaledHeNormal(scale)``; biases are zero (Keras' default).
 
+Random streams: a run's ``seed`` gives every kernel its own stream (``stream_seed(seed, "kernel_k")``) and
+each of the four Dropout layers its own (``stream_seed(seed, "dropout_i")``, Keras 3's ``Dropout(seed=)``),
+so no two layers share draws; the kernels' draws do not depend on ``scale``, so seed j gives every scale
+the same weights, scaled (the paired design of notebook 03). :class:`KeepBestWeights` keeps the weights of
+the epoch with the best validation accuracy.
+
 ``precision="bf16"`` gives every layer Keras' ``mixed_bfloat16`` policy (bf16 compute, fp32
 variables; BatchNormalization computes its statistics in fp32 by itself), except the softmax
 output layer, which stays fp32 so that the loss is computed in fp32.
@@ -19,6 +25,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rlinit_lib.core.runtime import stream_seed  # noqa: E402
 
 if keras.backend.backend() != "torch":
     raise ImportError(f"rlinit_lib.keras_validation.model needs KERAS_BACKEND=torch (keras was loaded with {keras.backend.backend()!r})")
@@ -43,15 +52,24 @@ class ScaledHeNormal(keras.initializers.HeNormal):
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 
+def layer_seed(seed: int | None, purpose: str) -> int | None:
+    """One layer's seed from the run's ``seed`` (its own stream), in the int32 range Keras' seeds take."""
+    return None if seed is None else stream_seed(seed, purpose) % 2**31
+
+
 def build_vgg_swish(scale: float = 1.0, input_shape=(32, 32, 3), num_classes: int = 10,
                     block_dropout=(0.2, 0.3, 0.4), dense_dropout: float = 0.5, seed: int | None = None,
                     precision: str = "fp32"):
-    """Table 4.1's network; kernels drawn from ScaledHeNormal(scale) with per-layer seeds from ``seed``."""
-    counter = iter(range(1000))
+    """Table 4.1's network; kernels drawn from ScaledHeNormal(scale) and dropout masks each from their own
+    stream of ``seed``."""
+    kernels, dropouts = iter(range(1000)), iter(range(1000))
     dt = POLICIES[precision]
 
     def init():
-        return ScaledHeNormal(scale, seed=None if seed is None else seed * 1000 + next(counter))
+        return ScaledHeNormal(scale, seed=layer_seed(seed, f"kernel_{next(kernels)}"))
+
+    def dropout(rate):
+        return keras.layers.Dropout(rate, seed=layer_seed(seed, f"dropout_{next(dropouts)}"), dtype=dt)
 
     layers = [keras.Input(shape=input_shape)]
     for filters, rate in zip((32, 64, 128), block_dropout):
@@ -59,12 +77,30 @@ def build_vgg_swish(scale: float = 1.0, input_shape=(32, 32, 3), num_classes: in
             layers += [keras.layers.Conv2D(filters, 3, padding="same", activation="swish", kernel_initializer=init(),
                                            dtype=dt),
                        keras.layers.BatchNormalization(dtype=dt)]
-        layers += [keras.layers.MaxPooling2D(2, dtype=dt), keras.layers.Dropout(rate, seed=seed, dtype=dt)]
+        layers += [keras.layers.MaxPooling2D(2, dtype=dt), dropout(rate)]
     layers += [keras.layers.Flatten(dtype=dt),
                keras.layers.Dense(512, activation="swish", kernel_initializer=init(), dtype=dt),
-               keras.layers.BatchNormalization(dtype=dt), keras.layers.Dropout(dense_dropout, seed=seed, dtype=dt),
+               keras.layers.BatchNormalization(dtype=dt), dropout(dense_dropout),
                keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=init(), dtype="float32")]
     return keras.Sequential(layers, name="vgg_swish")  # no "." in names: torch parameter names
+
+
+class KeepBestWeights(keras.callbacks.Callback):
+    """Keeps the weights (and the 1-based epoch) with the best ``val_accuracy`` seen so far (the earliest on a
+    tie); ``restore()`` puts them back into the model. The choice sees only validation data."""
+
+    def __init__(self):
+        super().__init__()
+        self.best, self.epoch, self.weights = -np.inf, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        acc = float((logs or {}).get("val_accuracy", np.nan))
+        if np.isfinite(acc) and acc > self.best:
+            self.best, self.epoch, self.weights = acc, epoch + 1, self.model.get_weights()
+
+    def restore(self) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
 
 
 def probe_step(input_shape, num_classes: int, batch_size: int):

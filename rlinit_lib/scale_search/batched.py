@@ -35,7 +35,7 @@ from rlinit_lib.core.data import ImageData, normalise
 from rlinit_lib.core.precision import autocast
 from rlinit_lib.initialisation.initialisers import INIT_METHODS
 from rlinit_lib.initialisation.activations import ACTIVATIONS
-from rlinit_lib.core.runtime import pick_device
+from rlinit_lib.core.runtime import pick_device, stream_seed
 from rlinit_lib.scale_search.training import TrainResult, build_child, train_and_evaluate
 from rlinit_lib.core.params import ParameterError, check_choice, check_float, check_int
 
@@ -134,13 +134,15 @@ def train_many(
                                       progress=progress, on_epoch=cb, build=build)
         return [one(j, s, seed) for j, (s, seed) in enumerate(zip(scales, seeds))]
     if build is None:
-        build = lambda s, seed: build_child(data.in_channels, data.num_classes, s, activation, init, seed)  # noqa: E731
+        build = lambda s, seed: build_child(data.in_channels, data.num_classes, s, activation, init,  # noqa: E731
+                                            stream_seed(seed, "init"))
 
     start = time.perf_counter()
     k, n = len(scales), len(data.y_train)
     stack = StackedModels([build(s, seed).to(dev) for s, seed in zip(scales, seeds)])
     opt = torch.optim.Adam(list(stack.params.values()), lr=lr)
-    orders = [torch.Generator().manual_seed(seed + 1) for seed in (seeds[:1] if common_random_numbers else seeds)]
+    orders = [torch.Generator().manual_seed(stream_seed(seed, "data_order"))
+              for seed in (seeds[:1] if common_random_numbers else seeds)]
     alive = torch.ones(k, dtype=torch.bool, device=dev)
     results = [TrainResult(test_accuracy=float("nan"), nan_detected=False) for _ in range(k)]
 
@@ -167,7 +169,9 @@ def train_many(
             loss_sum += torch.where(alive, losses.detach(), 0.0) * b
             correct += torch.where(alive, (logits.argmax(-1) == y).sum(1).float(), 0.0)
         with autocast(precision, dev):
-            test_acc = evaluate_many(stack, data.x_test, data.y_test) if (eval_every_epoch or epoch == epochs - 1) else None
+            evaluating = eval_every_epoch or epoch == epochs - 1
+            test_acc = evaluate_many(stack, data.x_test, data.y_test) if evaluating else None
+            val_acc = evaluate_many(stack, data.x_val, data.y_val) if evaluating and data.x_val is not None else None
         finished = alive.tolist()
         died = (alive_at_start & ~alive).tolist()
         epoch_metrics = []
@@ -187,6 +191,10 @@ def train_many(
                 if eval_every_epoch:
                     r.test_accuracy_per_epoch.append(r.test_accuracy)
                 m["test_accuracy"] = r.test_accuracy
+                r.val_accuracy = float(val_acc[j]) if val_acc is not None else float("nan")
+                if eval_every_epoch:
+                    r.val_accuracy_per_epoch.append(r.val_accuracy)
+                m["val_accuracy"] = r.val_accuracy
             epoch_metrics.append(m)
         if on_epoch is not None:
             on_epoch(epoch, epoch_metrics)
@@ -196,6 +204,6 @@ def train_many(
     seconds = time.perf_counter() - start
     for r in results:
         if r.nan_detected:
-            r.test_accuracy = float("nan")
+            r.test_accuracy = r.val_accuracy = float("nan")
         r.seconds = seconds / k  # wall time shared equally
     return results

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, load_cached
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, DEFAULT_VAL_SIZE, load_cached
 from rlinit_lib.core.params import Choice, Config, Float, Int, Str, param
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import device_rule, environment_info, pick_device
@@ -27,9 +27,12 @@ NAN_REWARD = -2.0
 MAX_REWARD = 10.0
 
 
-def reward_of(result: TrainResult) -> float:
-    """The dissertation's reward (Sec. 3.4): ``10 * accuracy``, or -2 when training hit NaN/inf."""
-    return NAN_REWARD if result.nan_detected else MAX_REWARD * float(result.test_accuracy)
+def reward_of(result: TrainResult, split: str = "val") -> float:
+    """The dissertation's reward (Sec. 3.4): ``10 * accuracy``, or -2 when training hit NaN/inf. The
+    accuracy is on the validation split (``split="test"``: the dissertation's own protocol, which chose on
+    the test set)."""
+    acc = result.val_accuracy if split == "val" else result.test_accuracy
+    return NAN_REWARD if result.nan_detected else MAX_REWARD * float(acc)
 
 
 @dataclass
@@ -38,9 +41,10 @@ class ChildTraining(Config):
 
     dataset: str = param("cifar10", Choice(DATASETS))           # cifar10 | fashion_mnist | synthetic
     data_root: str = param("data", Str(), identity=False)      # where CIFAR-10 is (downloaded there if missing)
-    train_subset: int | None = param(None, Int(low=1, optional=True))   # a fixed random subset (CPU profiles)
-    test_subset: int | None = param(None, Int(low=1, optional=True))
-    batch_size: int = param(128, Int(low=1))
+    train_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))   # a fixed random subset (CPU profiles)
+    test_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))
+    val_size: int = param(DEFAULT_VAL_SIZE, Int(low=1, high=10_000_000))       # training images held out for choosing (validation)
+    batch_size: int = param(128, Int(low=1, high=65_536))
     lr: float = param(1e-3, Float(low=0.0, low_open=True))     # Adam learning rate of the child
     activation: str = param("silu", Choice(tuple(ACTIVATIONS)))  # silu | relu | gelu | tanh
     device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
@@ -70,7 +74,7 @@ class ChildTraining(Config):
 
     def child(self) -> dict:
         """The settings a child-training trial needs, as plain values (``precision``: the chosen one)."""
-        return {**{k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "batch_size",
+        return {**{k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "val_size", "batch_size",
                                                  "lr", "activation", "device")},
                 "precision": self.precision_record()["chosen"]}
 
@@ -78,15 +82,18 @@ class ChildTraining(Config):
 def train_child(child: dict, scale: float, epochs: int, seed: int, eval_every_epoch: bool = False) -> TrainResult:
     """Train one SimpleCNN at He scale ``scale`` for ``epochs`` with ``seed`` (the proxy of Sec. 4.2.1)."""
     device = str(pick_device(child["device"]))
-    data = load_cached(child["dataset"], child["data_root"], child["train_subset"], child["test_subset"], device)
+    data = load_cached(child["dataset"], child["data_root"], child["train_subset"], child["test_subset"], device,
+                       child["val_size"])
     return train_and_evaluate(scale, epochs, data, batch_size=child["batch_size"], lr=child["lr"],
                               activation=child["activation"], seed=seed, device=device,
                               precision=child.get("precision", "fp32"), eval_every_epoch=eval_every_epoch)
 
 
-def result_row(result: TrainResult) -> dict:
-    """The per-child summary every table of the scale-search notebooks keeps."""
+def result_row(result: TrainResult, reward_split: str = "val") -> dict:
+    """The per-child summary every table of the scale-search notebooks keeps (``reward`` on the
+    validation split unless ``reward_split="test"``; ``accuracy`` is always the test accuracy)."""
     nan = float("nan")
-    return {"reward": reward_of(result), "accuracy": result.test_accuracy, "nan_detected": bool(result.nan_detected), "seconds": result.seconds,
+    return {"reward": reward_of(result, reward_split), "val_accuracy": result.val_accuracy, "accuracy": result.test_accuracy,
+            "nan_detected": bool(result.nan_detected), "seconds": result.seconds,
             "final_train_loss": result.train_loss[-1] if result.train_loss else nan,
             "final_train_accuracy": result.train_accuracy[-1] if result.train_accuracy else nan}

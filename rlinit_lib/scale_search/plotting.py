@@ -2,7 +2,9 @@
 
 ``plot_search_history`` is the dissertation's Fig. 5.1 (six panels over episodes);
 ``plot_reward_vs_scale`` adds a quadratic trend and its peak, a smoother estimate of
-the best scale than the single best episode.
+the best scale than the single best episode. The fidelity figures (notebook 02) take accuracy
+arrays with diverged runs already scored at chance (``fidelity_stats.scored``); their bands are
+t intervals of the mean over seeds (``core.plots.band``).
 """
 from __future__ import annotations
 
@@ -74,8 +76,8 @@ def plot_reward_vs_scale(table: pd.DataFrame, baseline: dict | None = None, titl
 
 
 def plot_accuracy_heatmap(acc: np.ndarray, scales, title: str = "Mean test accuracy over seeds"):
-    """acc[scale, seed, epoch] -> heatmap of the seed mean over (scale, epoch)."""
-    mean = np.nanmean(acc, axis=1)
+    """acc[scale, seed, epoch] (scored) -> heatmap of the seed mean over (scale, epoch)."""
+    mean = np.mean(acc, axis=1)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     im = ax.imshow(mean, aspect="auto", origin="lower", cmap="viridis",
                    extent=[0.5, acc.shape[2] + 0.5, -0.5, len(scales) - 0.5])
@@ -90,7 +92,8 @@ def plot_accuracy_heatmap(acc: np.ndarray, scales, title: str = "Mean test accur
 
 
 def plot_accuracy_vs_scale(acc: np.ndarray, scales, horizons, references: dict | None = None,
-                           title: str = "Accuracy against scale, per horizon (band: 95% bootstrap CI over seeds)"):
+                           title: str = "Accuracy against scale, per horizon (band: 95% t interval over seeds; diverged runs "
+                                       "at chance)"):
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for i, h in enumerate(h for h in horizons if h <= acc.shape[2]):
         mean, lo, hi = band(acc[:, :, h - 1], bounds=(0.0, 1.0))
@@ -110,21 +113,23 @@ def plot_accuracy_vs_scale(acc: np.ndarray, scales, horizons, references: dict |
 
 
 def plot_horizon_report(reports: dict, target_scale: dict | None = None):
-    """reports: {label: horizon_report rows}. Left: rank correlation vs horizon; right: chosen scale vs horizon."""
+    """reports: {label: horizon_report rows}. Left: rank correlation (disjoint seeds) vs horizon with its
+    interval; right: the scale each horizon chooses on validation accuracy."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, (label, rows) in enumerate(reports.items()):
         h = np.array([r["horizon"] for r in rows])
-        for ax, key in ((a1, "spearman"), (a2, "proxy_choice")):
-            y = np.array([r[key] for r in rows], float)
-            ci = np.array([[r[key + "_low"], r[key + "_high"]] for r in rows], float)
-            off = (i - (len(reports) - 1) / 2) * 0.08 * (h.max() - h.min() + 1) / max(len(h), 1)
-            ax.errorbar(h + off, y, yerr=[y - ci[:, 0], ci[:, 1] - y], fmt="o-", capsize=3, label=label, color=f"C{i}")
+        off = (i - (len(reports) - 1) / 2) * 0.08 * (h.max() - h.min() + 1) / max(len(h), 1)
+        style = {"color": f"C{i % 10}", "ls": LINESTYLES[i % len(LINESTYLES)], "marker": "os^D"[i % 4]}
+        y = np.array([r["spearman"] for r in rows], float)
+        ci = np.array([[r["spearman_low"], r["spearman_high"]] for r in rows], float)
+        a1.errorbar(h + off, y, yerr=np.abs([y - ci[:, 0], ci[:, 1] - y]), capsize=3, label=label, **style)
+        a2.plot(h + off, [r["proxy_choice"] for r in rows], label=label, **style)
         if target_scale and label in target_scale:
-            a2.axhline(target_scale[label], color=f"C{i}", ls="--", lw=1)
-    a1.set_title("Does the proxy rank scales like the long run? (95% bootstrap CI)")
-    a2.set_title("Scale the proxy would choose")
+            a2.axhline(target_scale[label], color=style["color"], ls=style["ls"], lw=1)
+    a1.set_title("Does the proxy rank scales like the long run?\n(disjoint seeds; 95% bootstrap CI)", fontsize=10)
+    a2.set_title("Scale the proxy chooses (on validation accuracy)", fontsize=10)
     a1.set_ylabel("Spearman rho (proxy vs long run)")
-    a2.set_ylabel("scale the proxy chooses (dashed: best at the end)")
+    a2.set_ylabel("scale chosen (line: the long run's choice)")
     for ax in (a1, a2):
         ax.set_xlabel("proxy horizon (epochs)")
         ax.grid(alpha=0.3)

@@ -19,12 +19,13 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
-from rlinit_lib.core.data import DATASETS, ImageData, load_dataset
+from rlinit_lib.core.data import DATASETS, DEFAULT_VAL_SIZE, ImageData, load_dataset
 from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.scale_search.batched import train_many
 from rlinit_lib.scale_search.child import MAX_REWARD, NAN_REWARD, reward_of  # noqa: F401 (re-exported)
 from rlinit_lib.scale_search.training import TrainResult, train_and_evaluate
-from rlinit_lib.core.params import check_choice, check_float, check_int, check_optional_int, check_scale_range
+from rlinit_lib.core.params import (ParameterError, check_choice, check_float, check_int, check_optional_int,
+                                    check_scale_range)
 
 
 Evaluator = Callable[[float, int], TrainResult]
@@ -46,6 +47,8 @@ class ScaleEnv(gym.Env):
         data_root: str = "data",
         train_subset: int | None = None,
         test_subset: int | None = None,
+        val_size: int | None = DEFAULT_VAL_SIZE,
+        reward_split: str = "val",
         batch_size: int = 128,
         lr: float = 1e-3,
         activation: str = "silu",
@@ -61,6 +64,7 @@ class ScaleEnv(gym.Env):
         check_int("epochs", epochs, low=1)
         check_choice("dataset", dataset, DATASETS)
         check_optional_int("child_seed", child_seed, low=0)
+        self.reward_split = check_choice("reward_split", reward_split, ("val", "test"))
         self.min_scale, self.max_scale = float(min_scale), float(max_scale)
         self.child_seed = child_seed
         self.action_space = gym.spaces.Box(self.min_scale, self.max_scale, (1,), np.float32)
@@ -70,7 +74,10 @@ class ScaleEnv(gym.Env):
         )
         if evaluator is None:
             if data is None:
-                data = load_dataset(dataset, data_root, train_subset=train_subset, test_subset=test_subset)
+                data = load_dataset(dataset, data_root, train_subset=train_subset, test_subset=test_subset,
+                                    val_size=val_size)
+            if reward_split == "val" and data.x_val is None:
+                raise ParameterError("reward_split 'val' needs data with a validation split (load it with val_size)")
             train_kw = dict(epochs=epochs, data=data, batch_size=batch_size, lr=lr,
                             activation=activation, device=device, on_epoch=on_epoch)
             # validate the training arguments now rather than at the first step
@@ -116,11 +123,12 @@ class ScaleEnv(gym.Env):
         """Finish a step whose child training ran elsewhere (batched evaluation of several
         independent one-step episodes: reset, ``clip``, ``draw_child_seed`` for each, one
         ``batch_evaluator`` call, then ``record_step`` for each). Same return as ``step``."""
-        reward = reward_of(result)
+        reward = reward_of(result, self.reward_split)
         self._obs = np.array([scale, reward], np.float32)
         info = {
             "scale_factor": scale,
             "accuracy": float(result.test_accuracy),
+            "val_accuracy": float(result.val_accuracy),
             "nan_detected": bool(result.nan_detected),
             "child_seed": seed,
         }

@@ -8,7 +8,8 @@ so far. ``run_strategy`` drives any of them until a budget of child-network epoc
 spent. Every strategy is deterministic given its seed and the rewards it was told, so an interrupted
 run resumes by asking again and answering from the run store (``search`` does that).
 
-Rewards are the environment's: 10 x accuracy, -2 for a diverged training.
+Rewards are the environment's: 10 x validation accuracy (``child.reward_of``; strategies choose on
+validation data, and notebook 05 scores their answers on test data), -2 for a diverged training.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The proxy task: train a freshly initialised child network, report test accuracy.
+"""The proxy task: train a freshly initialised child network, report validation and test accuracy.
 
 Source: the dissertation, Sec. 4.2.1 — Adam lr 1e-3, batch 128, cross-entropy,
 7 epochs, test accuracy on the whole test set; a NaN/inf loss stops training and
@@ -6,7 +6,8 @@ is reported (the environment then pays -2).
 
 Deviation (for speed, same semantics): the data set is held as uint8 tensors on the
 training device and normalised per batch; each epoch draws a fresh permutation from
-a generator seeded by ``seed``; there is no DataLoader (see ``benchmarks.bench_training``).
+a generator seeded from ``seed``'s ``data_order`` stream (the weights from its ``init`` stream,
+``core.runtime.stream_seed``); there is no DataLoader (see ``benchmarks.bench_training``).
 The last partial batch is kept, as DataLoader(drop_last=False) does.
 
 ``precision="bf16"`` (a deviation the dissertation did not make, chosen per machine by
@@ -30,7 +31,7 @@ from rlinit_lib.core.data import ImageData, normalise
 from rlinit_lib.initialisation.initialisers import INIT_METHODS, initialise
 from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.scale_search.networks import SimpleCNN
-from rlinit_lib.core.runtime import pick_device
+from rlinit_lib.core.runtime import pick_device, stream_seed
 from rlinit_lib.core.params import check_choice, check_float, check_int
 
 
@@ -43,8 +44,10 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)      # mean loss per finished epoch
     train_accuracy: list[float] = field(default_factory=list)  # accuracy on the training batches per epoch
     test_accuracy_per_epoch: list[float] = field(default_factory=list)  # filled when eval_every_epoch
+    val_accuracy_per_epoch: list[float] = field(default_factory=list)   # likewise, on the validation split
     seconds: float = 0.0
     epochs_completed: int = 0
+    val_accuracy: float = float("nan")   # final accuracy on the validation split (nan: none, or diverged)
 
 
 class Trainer:
@@ -158,11 +161,11 @@ def train_and_evaluate(
     start = time.perf_counter()
     # channels_last: NHWC max-pool and oneDNN/cuDNN convolutions are faster (1.5x per CPU step, see BENCHMARKS.md)
     if build is None:
-        model = build_child(data.in_channels, data.num_classes, scale, activation, init, seed, dev)
+        model = build_child(data.in_channels, data.num_classes, scale, activation, init, stream_seed(seed, "init"), dev)
     else:
         model = build(scale, seed).to(dev)
     trainer = Trainer(model.to(memory_format=torch.channels_last), lr, precision)
-    order = torch.Generator(device="cpu").manual_seed(seed + 1)
+    order = torch.Generator(device="cpu").manual_seed(stream_seed(seed, "data_order"))
     n = len(data.y_train)
     result = TrainResult(test_accuracy=float("nan"), nan_detected=False)
 
@@ -191,15 +194,17 @@ def train_and_evaluate(
         metrics = {"train_loss": result.train_loss[-1], "train_accuracy": result.train_accuracy[-1]}
         if eval_every_epoch or epoch == epochs - 1:
             acc = evaluate(trainer.model, data.x_test, data.y_test)
+            val = evaluate(trainer.model, data.x_val, data.y_val) if data.x_val is not None else float("nan")
             if eval_every_epoch:
                 result.test_accuracy_per_epoch.append(acc)
-            metrics["test_accuracy"] = acc
-            result.test_accuracy = acc
+                result.val_accuracy_per_epoch.append(val)
+            metrics["test_accuracy"], metrics["val_accuracy"] = acc, val
+            result.test_accuracy, result.val_accuracy = acc, val
         if on_epoch is not None:
             on_epoch(epoch, metrics)
 
     if result.nan_detected:
-        result.test_accuracy = float("nan")
+        result.test_accuracy = result.val_accuracy = float("nan")
     result.seconds = time.perf_counter() - start
     return result
 

@@ -6,6 +6,8 @@ warm-up steps and cosine decay to 1e-4, beta2 0.99, weight decay 0.1 on matrices
 dropout 0, evaluation over 20 batches. Data: 65-character vocabulary, first 90% train, last 10%
 validation. Reference: validation loss about 1.88-1.90 at step 2,000. Own implementation: pre-norm
 blocks, causal self-attention through ``scaled_dot_product_attention``, tied input/output embedding.
+Random streams: initialisation, weight noise, training batches and evaluation batches each from their own
+child of the run's seed (``core.runtime.stream_seed``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlinit_lib.core.params import Config, ParameterError, check_float, check_int
+from rlinit_lib.core.runtime import stream_seed
 
 
 
@@ -169,16 +172,16 @@ def train_char_gpt(cfg: GPTConfig, data: CharData, noise: dict | None = None, pr
     from rlinit_lib.smooth_reinit.noise import WeightNoise
 
     cfg.validate()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(stream_seed(cfg.seed, "init"))
     model = CharGPT(cfg, data.vocab_size)
     if noise:
-        WeightNoise(model, seed=cfg.seed, **noise)
+        WeightNoise(model, seed=stream_seed(cfg.seed, "weight_noise"), **noise)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, cfg.beta2))
-    g_train = torch.Generator().manual_seed(cfg.seed + 1)
-    g_eval = torch.Generator().manual_seed(cfg.seed + 2)
+    g_train = torch.Generator().manual_seed(stream_seed(cfg.seed, "data_order"))
+    g_eval = torch.Generator().manual_seed(stream_seed(cfg.seed, "eval_batches"))
     history = []
     for it in tqdm(range(cfg.max_iters + 1), desc="char-GPT", disable=not progress):
         if it % cfg.eval_interval == 0 or it == cfg.max_iters:

@@ -17,11 +17,13 @@ that seed and episode). Exploration and plasticity methods, on this path only (`
 ``diag_every`` records ``plasticity.diagnostics`` on a fixed batch of states every that many episodes
 (through a functional forward, so noise hooks neither fire nor advance).
 
-Deviations: env, exploration, replay sampling and torch are all seeded from ``seed`` (the source
-seeded torch only). Exploration and replay sampling draw from one NumPy generator per run (explore
-test and random action in blocks of ``DRAW_BLOCK`` steps; ``Generator.choice`` without replacement
-for each replay batch) instead of Python's ``random``: the same distributions, in a form that
-``dqn_batched`` reproduces draw for draw, so that both paths give the same trajectory for a seed.
+Deviations: every random stream of a run is seeded, each from its own child of the run's seed
+(``core.runtime.stream_seed(seed, purpose)``: ``init``, ``env``, ``exploration``, ``replay``,
+``weight_noise``, ``target_noise``, ``reinit_net``, ``redo_net``, ...; the source seeded torch only), so no two
+purposes share draws and run ``s`` shares none with run ``s + 1``. Exploration and replay sampling draw from
+NumPy generators (explore test and random action in blocks of ``DRAW_BLOCK`` steps; ``Generator.choice``
+without replacement for each replay batch) instead of Python's ``random``: the same distributions, in a form
+that ``dqn_batched`` reproduces draw for draw, so that both paths give the same trajectory for a seed.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlinit_lib.core.params import Config, ParameterError, check_choice, check_float, check_int
-from rlinit_lib.core.runtime import derive_seed
+from rlinit_lib.core.runtime import stream_seed
 from rlinit_lib.initialisation.initialisers import INIT_METHODS, initialise
 from rlinit_lib.smooth_reinit.exploration import NoisyQNet, ParameterNoise, epsilon_threshold, policy_distance
 from rlinit_lib.smooth_reinit.noise import WeightNoise, shrink_and_perturb
@@ -163,21 +165,47 @@ def make_qnet(cfg: DQNConfig) -> QNet | NoisyQNet:
 DRAW_BLOCK = 256  # exploration draws are taken this many steps at a time
 
 
-def run_rng(seed: int) -> np.random.Generator:
-    """The generator for a run's exploration and replay sampling."""
-    return np.random.default_rng((seed, 1))
+def indexed_seed(seed: int, purpose: str, index: int) -> int:
+    """The seed of item ``index`` (an episode, an update) of a purpose's stream in run ``seed``: a child of
+    ``stream_seed(seed, purpose)``, so items of one run and purposes never share draws."""
+    ss = np.random.SeedSequence(stream_seed(seed, purpose), spawn_key=(int(index),))
+    lo, hi = (int(x) for x in ss.generate_state(2, np.uint32))
+    return (hi << 32 | lo) & (2**63 - 1)
+
+
+def explore_rng(seed: int) -> np.random.Generator:
+    """The generator of a run's exploration draws (explore test, random action)."""
+    return np.random.default_rng(stream_seed(seed, "exploration"))
+
+
+def replay_rng(seed: int) -> np.random.Generator:
+    """The generator of a run's replay batches."""
+    return np.random.default_rng(stream_seed(seed, "replay"))
 
 
 def env_seed(seed: int, episode: int) -> int:
-    return seed * 100_003 + episode
+    """The environment's reset seed for ``episode`` of run ``seed``."""
+    return indexed_seed(seed, "env", episode)
 
 
-def fresh_qnet(cfg: DQNConfig, seed: int, episode: int, salt: int = 0) -> QNet:
-    """A newly initialised Q-network for a reset or shrink-and-perturb at ``episode`` of run ``seed`` (``salt``
-    > 0: for update ``episode`` of ReDo or soft shrink-and-perturb); drawn from its own seed so that the global
-    torch generator is left alone."""
+def noise_seed(seed: int, target: bool = False) -> int:
+    """The seed of the weight noise of the online (or the target) network of run ``seed``."""
+    return stream_seed(seed, "target_noise" if target else "weight_noise")
+
+
+def initial_qnet(cfg: DQNConfig) -> QNet | NoisyQNet:
+    """The run's initial Q-network, drawn from its ``init`` stream (the global torch generator is left alone)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, salt, episode) if salt else env_seed(seed, episode) + 50_000)
+        torch.manual_seed(stream_seed(cfg.seed, "init"))
+        return make_qnet(cfg)
+
+
+def fresh_qnet(cfg: DQNConfig, seed: int, episode: int, purpose: str = "reinit_net") -> QNet:
+    """A newly initialised Q-network for a reset or shrink-and-perturb at ``episode`` of run ``seed`` (purpose
+    ``redo_net``: for update ``episode`` of ReDo); drawn from its own seed so that the global torch generator is
+    left alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(indexed_seed(seed, purpose, episode))
         return make_qnet(cfg)
 
 
@@ -223,26 +251,32 @@ def acting_params(q, cfg: DQNConfig) -> dict:
     return q.mean_params() if cfg.noisy_net else dict(q.named_parameters())
 
 
-def train_dqn(cfg: DQNConfig) -> dict:
-    """One seed. Returns per-episode returns, when the run was solved (None if never), and the diagnostics."""
-    cfg.validate()
-    torch.manual_seed(cfg.seed)
-    rng = run_rng(cfg.seed)
-    env = gym.make("CartPole-v1", max_episode_steps=500 if cfg.rule == "standard" else cfg.win_steps)
-    q = make_qnet(cfg)
-    q_target = make_qnet(cfg)
+def networks(cfg: DQNConfig) -> tuple:
+    """(online network, target network, weight-noise hooks) at the start of a run: the target a copy of the
+    online network; the noise of each from its own stream, apart from the initialisation's."""
+    q, q_target = initial_qnet(cfg), make_qnet(cfg)
     q_target.load_state_dict(q.state_dict())
     noises = []
     if cfg.noise_layer:
         names = [f"{cfg.noise_layer}.weight", f"{cfg.noise_layer}.bias"]
-        noises.append(WeightNoise(q, names, cfg.noise_sigma, cfg.noise_decay, seed=cfg.seed))
+        noises.append(WeightNoise(q, names, cfg.noise_sigma, cfg.noise_decay, seed=noise_seed(cfg.seed)))
         if cfg.noise_in_target:
-            noises.append(WeightNoise(q_target, names, cfg.noise_sigma, cfg.noise_decay, seed=cfg.seed + 1))
-    noisy_gen = [torch.Generator().manual_seed(derive_seed(cfg.seed, 11, i)) for i in range(2)]   # online, target
-    pnoise = ParameterNoise(cfg.param_noise_sigma, cfg.param_noise_alpha, derive_seed(cfg.seed, 12)) \
+            noises.append(WeightNoise(q_target, names, cfg.noise_sigma, cfg.noise_decay,
+                                      seed=noise_seed(cfg.seed, target=True)))
+    return q, q_target, noises
+
+
+def train_dqn(cfg: DQNConfig) -> dict:
+    """One seed. Returns per-episode returns, when the run was solved (None if never), and the diagnostics."""
+    cfg.validate()
+    rng, replay = explore_rng(cfg.seed), replay_rng(cfg.seed)
+    env = gym.make("CartPole-v1", max_episode_steps=500 if cfg.rule == "standard" else cfg.win_steps)
+    q, q_target, noises = networks(cfg)
+    noisy_gen = [torch.Generator().manual_seed(stream_seed(cfg.seed, f"noisynet_{net}")) for net in ("online", "target")]
+    pnoise = ParameterNoise(cfg.param_noise_sigma, cfg.param_noise_alpha, stream_seed(cfg.seed, "param_noise")) \
         if cfg.param_noise else None
-    fresh_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 13))     # soft shrink-and-perturb's draws
-    aux_rng = np.random.default_rng((cfg.seed, 2))     # replay states for adaptation and ReDo, apart from replay sampling
+    fresh_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, "soft_shrink_perturb"))
+    aux_rng = np.random.default_rng(stream_seed(cfg.seed, "replay_states"))   # states for adaptation and ReDo
     probe = probe_states() if cfg.diag_every else None
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
     memory = Replay(cfg.buffer_limit)
@@ -283,7 +317,7 @@ def train_dqn(cfg: DQNConfig) -> dict:
         returns.append(total)
         if len(memory) > cfg.learning_starts:
             for _ in range(cfg.updates_per_episode):
-                b = torch.from_numpy(memory.rows(rng.choice(len(memory), cfg.batch_size, replace=False)))
+                b = torch.from_numpy(memory.rows(replay.choice(len(memory), cfg.batch_size, replace=False)))
                 s_b, a_b, r_b, s2_b, m_b = b[:, :4], b[:, 4], b[:, 5], b[:, 6:10], b[:, 10]
                 if cfg.noisy_net:
                     q.resample(noisy_gen[0])
@@ -299,7 +333,7 @@ def train_dqn(cfg: DQNConfig) -> dict:
                 if cfg.soft_sp_alpha:
                     soft_shrink_perturb(q, cfg.soft_sp_alpha, fresh_gen)
                 if cfg.redo_every and updates % cfg.redo_every == 0:
-                    fresh = fresh_qnet(cfg, cfg.seed, updates, salt=2)
+                    fresh = fresh_qnet(cfg, cfg.seed, updates, "redo_net")
                     recycled += redo(q, opt, replay_states(256), cfg.redo_tau, fresh, cfg.skip)
         reset, shrink_perturb = reinit_due(cfg, n)
         if reset or shrink_perturb:

@@ -1,8 +1,8 @@
 """Many DQN runs at once (notebook 04's fast path): seeds and variants trained as one batch.
 
 Run k of ``train_dqn_batched(runs)`` is the run ``train_dqn(runs[k])`` makes: the same environment
-resets, exploration and replay draws (its own ``run_rng``), initial weights (``torch.manual_seed``),
-weight-noise generators, reset/shrink-and-perturb networks and Adam arithmetic. On the CPU in fp32
+resets, exploration and replay draws (``explore_rng``, ``replay_rng``), initial weights (``initial_qnet``),
+weight-noise generators (``noise_seed``), reset/shrink-and-perturb networks and Adam arithmetic. On the CPU in fp32
 the returns are identical to the faithful one-seed path (``tests/test_dqn_batched.py``): updates are
 bit for bit (``huber_gradient``, ``StackedAdam``), and actions are the faithful argmax (``GreedyPolicy``
 re-checks near ties one network at a time).
@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from rlinit_lib.smooth_reinit.cartpole_vec import THETA_THRESHOLD, X_THRESHOLD, CartPoleVec, scalar_step
-from rlinit_lib.smooth_reinit.dqn import (DRAW_BLOCK, DQNConfig, env_seed, epsilon_at, fresh_qnet, make_qnet,
-                                         qnet_forward, reinit_due, run_rng, solved_now)
+from rlinit_lib.smooth_reinit.dqn import (DRAW_BLOCK, DQNConfig, env_seed, epsilon_at, explore_rng, fresh_qnet,
+                                         initial_qnet, noise_seed, qnet_forward, reinit_due, replay_rng, solved_now)
 from rlinit_lib.smooth_reinit.plasticity import diagnostics, probe_states
 from rlinit_lib.core.params import ParameterError, check_float
 
@@ -314,11 +314,7 @@ class BatchedDQN:
     def __init__(self, runs: list[DQNConfig], device: str | torch.device = "cpu"):
         self.runs, self.dev, self.K, c = runs, torch.device(device), len(runs), runs[0]
         self.c = c
-        nets = []
-        for r in runs:
-            torch.manual_seed(r.seed)
-            nets.append(make_qnet(r))
-        flat, self.shapes = flatten(nets)
+        flat, self.shapes = flatten([initial_qnet(r) for r in runs])
         self.flat = flat.to(self.dev)                       # online networks, a row each
         self.flat_t = self.flat.clone()                     # target networks
         self.P, self.T = unflatten(self.flat, self.shapes), unflatten(self.flat_t, self.shapes)
@@ -327,12 +323,14 @@ class BatchedDQN:
         self.noise_p = self.noise_t = None
         if any(r.noise_layer for r in runs):
             sigmas, decays = [r.noise_sigma for r in runs], [r.noise_decay for r in runs]
-            self.noise_p = StackedNoise(self.P, [r.noise_layer for r in runs], sigmas, decays, [r.seed for r in runs])
+            self.noise_p = StackedNoise(self.P, [r.noise_layer for r in runs], sigmas, decays,
+                                        [noise_seed(r.seed) for r in runs])
             self.noise_t = StackedNoise(self.T, [r.noise_layer if r.noise_in_target else None for r in runs], sigmas,
-                                        decays, [r.seed + 1 for r in runs])
+                                        decays, [noise_seed(r.seed, target=True) for r in runs])
         self.adam = StackedAdam(self.flat, c.lr)
         self.policy = GreedyPolicy(self.P, self.skip)
-        self.rngs = [run_rng(r.seed) for r in runs]
+        self.rngs = [explore_rng(r.seed) for r in runs]
+        self.replay_rngs = [replay_rng(r.seed) for r in runs]
         self.env, self.memory = CartPoleVec(self.K), ReplayBuffers(self.K, c.buffer_limit)
         self.max_steps = np.array([500 if r.rule == "standard" else r.win_steps for r in runs])
         self.learning_starts = np.array([r.learning_starts for r in runs])
@@ -373,7 +371,7 @@ class BatchedDQN:
     def update(self, ks: np.ndarray) -> None:
         """minimalRL's updates after an episode, for runs ``ks`` together (each with its own batches)."""
         c, memory, dev = self.c, self.memory, self.dev
-        order = np.stack([np.stack([self.rngs[k].choice(memory.size[k], c.batch_size, replace=False)
+        order = np.stack([np.stack([self.replay_rngs[k].choice(memory.size[k], c.batch_size, replace=False)
                                     for _ in range(c.updates_per_episode)]) for k in ks])
         batches = torch.from_numpy(memory.batches(ks, order)).to(dev)     # [M, updates, batch, 11]
         whole, M, U, B = ks.size == self.K, ks.size, c.updates_per_episode, c.batch_size

@@ -1,27 +1,34 @@
-"""Notebook 04, second part: smooth re-initialisation against the exploration and plasticity methods it
-competes with, on minimalRL's DQN and CartPole-v1 under the standard rule (episodes end at 500 steps;
-solved when a 100-episode mean first reaches 475).
+"""Notebook 04's statistics: per-run measures of DQN runs, rliable's aggregates, the planned comparisons
+and the diagnostics that say whether an arm acts like an exploration or a plasticity method.
 
-Measures per run: environment steps to solve (censored at the step budget: a run that solves later than
-the budget, in the episode that crossed it, counts as unsolved, so every censored value lies above every
-solved one and rank tests stay valid) and the mean return of the last 100 episodes. Aggregates: the
-interquartile mean with stratified-bootstrap 95% intervals from ``rliable`` (Agarwal et al. 2021), the
-field's library for this; tests of every arm against epsilon = 0 and against minimalRL's epsilon schedule
-(Mann-Whitney U on steps to solve, the last-100 mean paired by seed), Holm-adjusted over the arms of each
-family. Diagnostics (``plasticity.diagnostics``, every ``diag_every`` episodes on a fixed batch of states)
-say whether an arm changes exploration (action entropy, constant-action collapse) or plasticity (dormant
-fraction, effective rank); each arm is compared with its matching control on their run-level means.
+Measures per run (:func:`run_metrics`): the area under the return curve (mean return per episode over
+the run), the mean return of the last 100 episodes, its normalised score (divided by 500 and clipped to
+1), whether the run solved, and its time to solve, censored at the budget every run shares (the step
+budget, or without one the episode budget), so every unsolved run ties at a value above every solved
+one and rank tests stay valid.
+
+CartPole's final returns are bimodal (about 10 for a run that collapsed to one action, about 500 for a
+run that balances), so they are summarised as ``rliable`` recommends (Agarwal et al. 2021): the
+interquartile mean and the optimality gap of the normalised score with stratified-bootstrap 95%
+intervals, the probability of improvement of each arm over its control, performance profiles (the
+distribution of run scores), and success rates with Wilson intervals and Fisher's exact test. No t-test
+of last-100 means is a verdict's basis. Verdicts (``core.verdicts``) rest on the area under the curve,
+an average over the whole run that is less bimodal than the final returns, paired by seed (every arm runs the same seeds);
+:func:`verdict_family` puts comparisons in several units (returns, diagnostics, losses) into one
+correction family. Diagnostics (``plasticity.diagnostics``, every ``diag_every`` episodes on a fixed
+batch of states): action entropy and constant-action collapse (exploration), dormant share and
+effective rank (plasticity), each arm against its matching control.
 """
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact, mannwhitneyu
+from scipy.stats import fisher_exact
 
-from rlinit_lib.core.notebook import fmt
 from rlinit_lib.core.plots import band_plot
-from rlinit_lib.core.stats import difference_by_seed, holm, wilson_interval
+from rlinit_lib.core.stats import wilson_interval
+from rlinit_lib.core.verdicts import COLUMNS, ROLES, Contrast, compare
 
 CATEGORY = {
     "minimalrl_schedule": "control", "eps0": "control", "eps0_skip": "control",
@@ -34,87 +41,171 @@ CATEGORY = {
 CONTROLS = ("eps0", "minimalrl_schedule")
 DIAGNOSTICS = {"action_entropy": "greedy-action entropy (bits)", "dormant_fraction": "dormant units (share, tau)",
                "srank": "effective rank of last hidden features", "weight_norm": "parameter L2 norm"}
+# The diagnostics compared with the control, each with its smallest effect of interest (in its own unit) and
+# the direction that counts as "better": 0.1 bit of greedy-action entropy is a tenth of its range (two
+# actions); 0.05 of the units dormant is about 13 of the 256 hidden units; 5 of at most 128 effective-rank
+# dimensions. More entropy at epsilon = 0 is more exploration; fewer dormant units and a higher rank are more
+# plasticity. The weight norm is shown, not compared (it has no direction that counts as better).
+DIAG_SESOI = {"action_entropy": (0.1, True), "dormant_fraction": (0.05, False), "srank": (5.0, True)}
 COLLAPSED = 1e-9        # action entropy at or below this: the same action in every state of the batch
+MAX_RETURN = 500.0      # CartPole-v1's best return per episode under the standard rule: the normalised score's 1
+EXTRA = ["arm", "control", "measure", "unit"]     # columns of verdict_family before core.verdicts.COLUMNS
 
 
-def run_metrics(returns: pd.DataFrame, step_budget: int) -> pd.DataFrame:
-    """Per (variant, seed): environment steps to solve (NaN if unsolved within ``step_budget``; 0 = no budget,
-    then the run's own length censors), the censoring value, and the mean return of the last 100 episodes."""
+def run_metrics(returns: pd.DataFrame, step_budget: int, episodes: int | None = None) -> pd.DataFrame:
+    """Per (variant, seed): the area under the return curve (``auc``, mean return per episode), the last-100
+    mean and its normalised score, whether the run solved within the budget, environment steps and episodes
+    to solve (NaN if unsolved), and ``to_solve``: steps to solve censored at ``step_budget`` or, with no step
+    budget (0), episodes to solve censored at the episode budget ``episodes`` (default: the longest run)."""
+    longest = int(returns.groupby(["variant", "seed"]).size().max()) if len(returns) else 0
+    censor = float(step_budget) if step_budget else float(episodes or longest)
     rows = []
     for (v, s), g in returns.groupby(["variant", "seed"]):
         g = g.sort_values("episode")
-        steps = np.cumsum(g["return"].to_numpy())     # one step, one point of return, under the standard rule
+        r = g["return"].to_numpy(float)
+        steps = np.cumsum(r)     # one step, one point of return
         solved = g["solved_at"].dropna()
-        at = float(steps[int(solved.iloc[0])]) if len(solved) else np.nan
-        budget = float(step_budget) if step_budget else float(steps[-1])
-        rows.append({"variant": v, "seed": s, "steps_to_solve": at if at <= budget else np.nan, "censor_at": budget,
-                     "final_100": float(g["return"].to_numpy()[-100:].mean()), "episodes": len(g),
-                     "env_steps": float(steps[-1])})
+        at = int(solved.iloc[0]) if len(solved) else None
+        ok = at is not None and (not step_budget or steps[at] <= step_budget)
+        steps_to, episodes_to = (float(steps[at]), float(at + 1)) if ok else (np.nan, np.nan)
+        final = float(r[-100:].mean())
+        rows.append({"variant": v, "seed": s, "auc": float(r.mean()), "final_100": final,
+                     "score": min(final / MAX_RETURN, 1.0), "solved": bool(ok), "steps_to_solve": steps_to,
+                     "episodes_to_solve": episodes_to, "to_solve": (steps_to if step_budget else episodes_to) if ok
+                     else censor, "censor_at": censor, "episodes": len(r), "env_steps": float(steps[-1])})
     return pd.DataFrame(rows)
 
 
-def _steps_or_budget(m: pd.DataFrame) -> pd.Series:
-    return m["steps_to_solve"].fillna(m["censor_at"])
+def _scores(metrics: pd.DataFrame, arm: str, column: str = "score") -> np.ndarray:
+    return metrics.loc[metrics["variant"] == arm, column].to_numpy(float)[:, None]   # runs x 1 task
 
 
-def iqm_table(metrics: pd.DataFrame, arms: list[str], reps: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Interquartile mean of the last-100 return (normalised by 500) and of steps to solve (censored at the
-    budget, so an upper bound where runs did not solve), with rliable's stratified-bootstrap 95% intervals."""
+def _with_seed(seed: int, work):
+    """Run ``work()`` with NumPy's global generator seeded (rliable's bootstrap draws from it; passing
+    ``random_state`` is deprecated in its ``arch`` backend) and restore the generator afterwards."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed % 2**32)
+        return work()
+    finally:
+        np.random.set_state(state)
+
+
+def rliable_table(metrics: pd.DataFrame, arms: list[str], reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per arm (with at least 2 runs): the interquartile mean and the optimality gap (1 - mean of the score
+    clipped at 1) of the normalised score, and the IQM of the time to solve (censored at the budget, so an
+    upper bound where runs did not solve), each with rliable's stratified-bootstrap 95% interval (one
+    bootstrap per arm; each statistic reads one column, so its interval is that of its own measure)."""
     from rliable import library as rly
     from rliable import metrics as rlm
 
+    stats = (("score", "iqm"), ("score", "optimality_gap"), ("to_solve", "iqm"))
+
+    def agg(x):    # x: runs x (score, to_solve)
+        return np.array([rlm.aggregate_iqm(x[:, :1]), rlm.aggregate_optimality_gap(x[:, :1]),
+                         rlm.aggregate_iqm(x[:, 1:])])
+
+    arms = [a for a in arms if (metrics["variant"] == a).sum() >= 2]
+    scores = {a: metrics.loc[metrics["variant"] == a, ["score", "to_solve"]].to_numpy(float) for a in arms}
+    point, interval = _with_seed(seed, lambda: rly.get_interval_estimates(scores, agg, reps=reps))
+    rows = [{"variant": a, "measure": m, "statistic": st, "estimate": float(point[a][i]),
+             "ci_low": float(interval[a][0, i]), "ci_high": float(interval[a][1, i]), "runs": len(scores[a])}
+            for a in arms for i, (m, st) in enumerate(stats)]
+    return pd.DataFrame(rows, columns=["variant", "measure", "statistic", "estimate", "ci_low", "ci_high", "runs"])
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """rliable's ``metrics.probability_of_improvement`` for one task (runs x 1 arrays), vectorised: the
+    Mann-Whitney U of x over y divided by the pairs, P(x > y) + P(x = y) / 2 (equal samples: 0.5)."""
+    x, y = np.ravel(x)[:, None], np.ravel(y)[None, :]
+    return float((x > y).mean() + 0.5 * (x == y).mean())
+
+
+def improvement_table(metrics: pd.DataFrame, pairs: list[tuple[str, str]], reps: int = 2000,
+                      seed: int = 0) -> pd.DataFrame:
+    """rliable's probability of improvement P(score of the arm > score of its control) (ties count a half),
+    with its stratified-bootstrap 95% interval, for each (arm, control) pair with at least 2 runs each."""
+    from rliable import library as rly
+
+    scores = {f"{a},{c}": [_scores(metrics, a), _scores(metrics, c)] for a, c in pairs
+              if len(_scores(metrics, a)) >= 2 and len(_scores(metrics, c)) >= 2}
+    if not scores:
+        return pd.DataFrame(columns=["variant", "control", "p_improvement", "ci_low", "ci_high", "runs", "control_runs"])
+    point, interval = _with_seed(seed, lambda: rly.get_interval_estimates(scores, probability_of_improvement,
+                                                                          reps=reps))
+    return pd.DataFrame([{"variant": k.split(",")[0], "control": k.split(",")[1], "p_improvement": float(point[k]),
+                          "ci_low": float(np.ravel(interval[k])[0]), "ci_high": float(np.ravel(interval[k])[1]),
+                          "runs": len(x), "control_runs": len(y)} for k, (x, y) in scores.items()])
+
+
+def plot_profiles(metrics: pd.DataFrame, panels: dict[str, list[str]], reps: int = 2000, seed: int = 0):
+    """Performance profiles (rliable's run-score distributions): for each threshold tau, the share of runs
+    whose normalised score exceeds tau, with a stratified-bootstrap 95% band; one panel per group of arms."""
+    from rliable import library as rly
+
+    panels = {t: [a for a in arms if (metrics["variant"] == a).sum() >= 1] for t, arms in panels.items()}
+    panels = {t: arms for t, arms in panels.items() if arms}
+    taus = np.linspace(0.0, 1.0, 41)
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 4.5), squeeze=False)
+    for ax, (title, arms) in zip(axes[0], panels.items()):
+        scores = {a: _scores(metrics, a) for a in arms}
+        profile, band = _with_seed(seed, lambda: rly.create_performance_profile(
+            scores, taus, custom_profile_func=score_distribution, reps=reps))
+        for i, a in enumerate(arms):
+            ax.plot(taus, profile[a], color=f"C{i % 10}", label=f"{a} ({len(scores[a])} runs)")
+            ax.fill_between(taus, band[a][0], band[a][1], color=f"C{i % 10}", alpha=0.15)
+        ax.set(title=title, xlabel="normalised score tau (last-100 mean return / 500)",
+               ylabel="fraction of runs with score > tau", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=8)
+    fig.suptitle("Performance profiles: distribution of run scores (95% stratified-bootstrap bands, rliable)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def score_distribution(scores: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """rliable's run-score distribution (``library.score_distributions``), vectorised over the thresholds: the
+    share of runs (and tasks) whose score exceeds each tau."""
+    return (np.asarray(scores, float)[..., None] > np.asarray(taus)).reshape(-1, len(taus)).mean(0)
+
+
+def contrast(per_run: pd.DataFrame, arm: str, control: str, column: str, name: str) -> Contrast | None:
+    """``column`` of ``arm`` against ``control`` as a :class:`core.verdicts.Contrast`, paired by seed when both
+    ran the same seeds once each (every profile does: seed s gives both the same initial network and draws),
+    otherwise unpaired (Welch); None when either has no runs."""
+    a, c = per_run[per_run["variant"] == arm], per_run[per_run["variant"] == control]
+    if a.empty or c.empty:
+        return None
+    paired = len(a) >= 2 and len(a) == len(c) and not a["seed"].duplicated().any() and set(a["seed"]) == set(c["seed"])
+    if paired:
+        x = a.set_index("seed")[column]
+        return Contrast(name, x.to_numpy(float), c.set_index("seed")[column].reindex(x.index).to_numpy(float), True)
+    return Contrast(name, a[column].to_numpy(float), c[column].to_numpy(float), False)
+
+
+def verdict_family(planned: list[tuple], primary, extra_exploratory: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """``core.verdicts.compare_family`` for comparisons in several units: ``planned`` is a list of
+    (Contrast, sesoi, higher_is_better, {arm, control, measure, unit}). Those named in ``primary`` (declared
+    before the run) are tested at alpha, Bonferroni among themselves; all others form ONE exploratory family,
+    corrected together (Bonferroni over its size, plus ``extra_exploratory`` tests of that family made
+    elsewhere, e.g. Fisher's tests of collapse shares). Every row is ``core.verdicts.compare``'s, in its unit."""
+    names = [c.name for c, *_ in planned]
+    if len(set(names)) != len(names):
+        raise ValueError("comparison names must be distinct")
+    n_primary = sum(n in primary for n in names)
+    n_explore = len(names) - n_primary + int(extra_exploratory)
     rows = []
-    state = np.random.get_state()          # rliable's bootstrap draws from NumPy's global generator
-    try:
-        for column, values in (("final_100_normalised", lambda g: g["final_100"] / 500.0),
-                               ("steps_to_solve", _steps_or_budget)):
-            np.random.seed(seed)
-            scores = {a: values(metrics[metrics["variant"] == a]).to_numpy(float)[:, None] for a in arms
-                      if (metrics["variant"] == a).sum() >= 2}
-            point, interval = rly.get_interval_estimates(scores, lambda x: np.array([rlm.aggregate_iqm(x)]), reps=reps)
-            rows += [{"variant": a, "measure": column, "iqm": float(point[a][0]), "ci_low": float(interval[a][0, 0]),
-                      "ci_high": float(interval[a][1, 0]), "runs": len(scores[a])} for a in scores]
-    finally:
-        np.random.set_state(state)
-    return pd.DataFrame(rows)
+    for c, sesoi, higher, extra in planned:
+        role = ROLES[0] if c.name in primary else ROLES[1]
+        rows.append({**extra, **compare(c.a, c.b, sesoi, paired=c.paired, alpha=alpha, higher_is_better=higher,
+                                        family_size=n_primary if role == "primary" else n_explore, name=c.name,
+                                        role=role)})
+    return pd.DataFrame(rows, columns=EXTRA + COLUMNS)
 
 
-def against_controls(metrics: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
-    """Every arm against epsilon = 0 and against the epsilon schedule: share solved (Fisher), steps to solve
-    (Mann-Whitney U, censored values tied at the budget), last-100 mean (paired by seed where the seeds match,
-    else Welch); Holm over the arms of each
-    (control, measure) family."""
-    rows = []
-    for ctrl in CONTROLS:
-        c = metrics[metrics["variant"] == ctrl]
-        if c.empty:
-            continue
-        for a in arms:
-            g = metrics[metrics["variant"] == a]
-            if a == ctrl or g.empty:
-                continue
-            k, kc = int(g["steps_to_solve"].notna().sum()), int(c["steps_to_solve"].notna().sum())
-            x, y = _steps_or_budget(g), _steps_or_budget(c)
-            w = difference_by_seed(g, c, "final_100")
-            rows.append({"variant": a, "control": ctrl, "solved": k, "runs": len(g), "control_solved": kc,
-                         "control_runs": len(c), "p_share": float(fisher_exact([[k, len(g) - k], [kc, len(c) - kc]]).pvalue),
-                         "median_steps": float(x.median()), "control_median_steps": float(y.median()),
-                         "p_steps": float(mannwhitneyu(x, y).pvalue) if np.ptp(np.r_[x, y]) > 0 else 1.0,
-                         "final_100_diff": w["mean"], "final_100_diff_ci_low": w["ci_low"],
-                         "final_100_diff_ci_high": w["ci_high"], "p_final_100": w["p_value"], "final_100_test": w["test"]})
-    table = pd.DataFrame(rows)
-    for ctrl in table["control"].unique() if len(table) else ():
-        at = table["control"] == ctrl
-        for p in ("p_share", "p_steps", "p_final_100"):
-            table.loc[at, p + "_holm"] = holm(table.loc[at, p].to_numpy())
-    return table
-
-
-def beats(row) -> bool:
-    """Significantly better than the control after Holm: solves sooner (fewer steps) or ends higher."""
-    sooner = row["p_steps_holm"] < 0.05 and row["median_steps"] < row["control_median_steps"]
-    higher = row["p_final_100_holm"] < 0.05 and row["final_100_diff"] > 0
-    return bool(sooner or higher)
+def exploratory_size(family: pd.DataFrame, extra_exploratory: int = 0) -> int:
+    """The size of the exploratory family (its verdict rows and the extra tests counted with them)."""
+    return int((family["role"] == "exploratory").sum()) + int(extra_exploratory) if len(family) else int(extra_exploratory)
 
 
 def run_diagnostics(diag: pd.DataFrame) -> pd.DataFrame:
@@ -127,44 +218,57 @@ def run_diagnostics(diag: pd.DataFrame) -> pd.DataFrame:
                        on=["variant", "seed"]).assign(collapsed=lambda d: d["final_entropy"] <= COLLAPSED)
 
 
-def diagnostic_effects(per_run: pd.DataFrame, controls: dict) -> pd.DataFrame:
-    """Each arm against its matching control: differences of the run-level diagnostics (paired by seed where
-    the seeds match, else Welch), and the share of
-    runs that ended collapsed (Wilson interval; Fisher against the control)."""
+def collapse_tests(per_run: pd.DataFrame, pairs: list[tuple[str, str]], family_size: int) -> pd.DataFrame:
+    """For each (arm, control): the share of runs that ended collapsed in each (Wilson 95% intervals) and
+    Fisher's exact test of the two shares, its p-value Bonferroni-adjusted over ``family_size`` (the
+    exploratory family it belongs to). ``direction`` compares the arm's share with the control's."""
     rows = []
-    for a, g in per_run.groupby("variant"):
-        ctrl = controls.get(a, (None, None))[1]
-        k = int(g["collapsed"].sum())
-        lo, hi = wilson_interval(k, len(g))
-        row = {"variant": a, "category": CATEGORY.get(a, ""), "control": ctrl, "collapsed": k, "runs": len(g),
-               "collapsed_ci_low": lo, "collapsed_ci_high": hi}
-        c = per_run[per_run["variant"] == ctrl]
-        for d in DIAGNOSTICS:
-            row[f"{d}_mean"] = float(g[d].mean())
-            if len(c):
-                w = difference_by_seed(g, c, d)
-                row |= {f"{d}_diff": w["mean"], f"{d}_ci_low": w["ci_low"], f"{d}_ci_high": w["ci_high"],
-                        f"{d}_p": w["p_value"]}
-        if len(c):
-            kc = int(c["collapsed"].sum())
-            row["p_collapsed"] = float(fisher_exact([[k, len(g) - k], [kc, len(c) - kc]]).pvalue)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    for a, ctrl in pairs:
+        g, c = per_run[per_run["variant"] == a], per_run[per_run["variant"] == ctrl]
+        if g.empty or c.empty:
+            continue
+        k, n, kc, nc = int(g["collapsed"].sum()), len(g), int(c["collapsed"].sum()), len(c)
+        (lo, hi), (clo, chi) = wilson_interval(k, n), wilson_interval(kc, nc)
+        p = float(fisher_exact([[k, n - k], [kc, nc - kc]]).pvalue)
+        rows.append({"variant": a, "category": CATEGORY.get(a, ""), "control": ctrl, "collapsed": k, "runs": n,
+                     "collapsed_ci_low": lo, "collapsed_ci_high": hi, "control_collapsed": kc, "control_runs": nc,
+                     "control_collapsed_ci_low": clo, "control_collapsed_ci_high": chi, "p_collapsed": p,
+                     "p_collapsed_adjusted": min(1.0, p * max(1, family_size)),
+                     "direction": "more" if k / n > kc / nc else "fewer" if k / n < kc / nc else "same"})
+    return pd.DataFrame(rows, columns=["variant", "category", "control", "collapsed", "runs", "collapsed_ci_low",
+                                       "collapsed_ci_high", "control_collapsed", "control_runs",
+                                       "control_collapsed_ci_low", "control_collapsed_ci_high", "p_collapsed",
+                                       "p_collapsed_adjusted", "direction"])
+
+
+def diagnostic_effects(family: pd.DataFrame, collapses: pd.DataFrame) -> pd.DataFrame:
+    """One row per arm: each compared diagnostic's difference from the matching control with the family's
+    interval and verdict (columns ``{d}_diff``, ``{d}_ci_low``, ``{d}_ci_high``, ``{d}_verdict``), and the
+    collapse test of :func:`collapse_tests`."""
+    rows = {r["variant"]: dict(r) for _, r in collapses.iterrows()}
+    diag = family[family["measure"].isin(list(DIAG_SESOI))] if len(family) else family
+    for _, r in diag.iterrows():
+        row = rows.setdefault(r["arm"], {"variant": r["arm"], "category": CATEGORY.get(r["arm"], ""),
+                                         "control": r["control"]})
+        d = r["measure"]
+        row |= {f"{d}_diff": r["estimate"], f"{d}_ci_low": r["ci_low"], f"{d}_ci_high": r["ci_high"],
+                f"{d}_confidence": r["confidence"], f"{d}_verdict": r["verdict"]}
+    return pd.DataFrame(list(rows.values()))
 
 
 def moves(row) -> list[str]:
-    """The diagnostics that moved against the control at 95% (Fisher for collapses), with
-    their direction, e.g. ``["action entropy up", "dormant share up"]`` (intervals of
-    :func:`diagnostic_effects`). No correction: a description."""
+    """The diagnostics that moved against the matching control, with their direction, e.g. ``["action entropy
+    up", "more collapses"]``: a diagnostic moved when its family-corrected verdict is better or worse (the
+    direction is the sign of the difference); collapses moved when Fisher's family-adjusted p < 0.05, and
+    their direction compares the arm's share with the control's."""
     out = []
-    for d, name in (("action_entropy", "action entropy"), ("dormant_fraction", "dormant share"), ("srank", "effective rank")):
-        lo, hi = row.get(f"{d}_ci_low", np.nan), row.get(f"{d}_ci_high", np.nan)
-        if np.isfinite(lo) and lo > 0:
-            out.append(f"{name} up")
-        elif np.isfinite(hi) and hi < 0:
-            out.append(f"{name} down")
-    if row.get("p_collapsed", 1.0) < 0.05:
-        out.append("fewer collapses" if row["collapsed"] / row["runs"] < 0.5 else "more collapses")
+    for d, name in (("action_entropy", "action entropy"), ("dormant_fraction", "dormant share"),
+                    ("srank", "effective rank")):
+        if row.get(f"{d}_verdict") in ("better", "worse"):
+            out.append(f"{name} {'up' if row[f'{d}_diff'] > 0 else 'down'}")
+    p = row.get("p_collapsed_adjusted", np.nan)
+    if np.isfinite(p) and p < 0.05 and row.get("direction") in ("more", "fewer"):
+        out.append(f"{row['direction']} collapses")
     return out
 
 
@@ -177,7 +281,7 @@ def signatures(row) -> set[str]:
 
 
 def plot_diagnostics(diag: pd.DataFrame, arms: list[str]):
-    """The four diagnostics over training, mean and 95% band over seeds, one line per arm; line style by
+    """The four diagnostics over training, mean and 95% t band over seeds, one line per arm; line style by
     category (controls solid, smooth re-init dashed, exploration dash-dot, plasticity dotted)."""
     styles = {"control": "-", "smooth re-init": "--", "exploration": "-.", "plasticity": ":"}
     present = [a for a in arms if a in set(diag["variant"])]
@@ -188,40 +292,31 @@ def plot_diagnostics(diag: pd.DataFrame, arms: list[str]):
         band_plot(ax, diag[diag["variant"].isin(present)], "episode", d, "seed", "variant", bounds=bounds[d], styles=st)
         ax.set(xlabel="episode", ylabel=label, title=label[0].upper() + label[1:])
     axes[0, 0].set_title("Greedy-action entropy over a fixed batch of states (0: constant action)")
-    fig.suptitle("Exploration or plasticity? Diagnostics over training (mean, 95% bootstrap band over seeds; "
+    fig.suptitle("Exploration or plasticity? Diagnostics over training (mean, 95% t band over seeds; "
                  "dashed: smooth re-init, dash-dot: exploration, dotted: plasticity)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def methods_verdict(versus: pd.DataFrame, effects: pd.DataFrame) -> str:
-    """Which arms beat epsilon = 0 and the epsilon schedule, and whether smooth re-init looks like the
-    exploration or the plasticity methods on the diagnostics."""
+def methods_verdict(effects: pd.DataFrame) -> str:
+    """Whether each smooth re-init arm moves the diagnostics as the exploration or as the plasticity methods
+    do, from the family-corrected comparisons with each arm's matching control (:func:`diagnostic_effects`)."""
+    if effects.empty:
+        return "No diagnostics were recorded for arms with their matching control in this run."
+    rows = effects.set_index("variant")
     lines = []
-    for ctrl, name in (("eps0", "epsilon = 0"), ("minimalrl_schedule", "minimalRL's epsilon schedule")):
-        t = versus[versus["control"] == ctrl] if len(versus) else versus
-        if t.empty:
-            continue
-        won = [r["variant"] for _, r in t.iterrows() if beats(r)]
-        lines.append(f"- Beat {name} (fewer steps to solve or a higher last-100 mean, Holm-adjusted over {len(t)} arms): "
-                     + (", ".join(f"**{a}**" for a in won) if won else "**none**") + ".")
-    sig = {r["variant"]: signatures(r) for _, r in effects.iterrows()}
-    cats = {c: [a for a in sig if CATEGORY.get(a) == c] for c in ("smooth re-init", "exploration", "plasticity")}
     for c in ("exploration", "plasticity"):
-        if cats[c]:
-            rows = effects.set_index("variant")
-            lines.append(f"- {c.capitalize()} methods against their control: "
-                         + "; ".join(f"{a}: {', '.join(moves(rows.loc[a])) or 'no diagnostic moved at 95%'}"
-                                     for a in cats[c]) + ".")
-    for a in cats["smooth re-init"]:
-        s, r = sig[a], effects.set_index("variant").loc[a]
+        arms = [a for a in rows.index if CATEGORY.get(a) == c]
+        if arms:
+            lines.append(f"- {c.capitalize()} methods against their control (family-corrected): "
+                         + "; ".join(f"{a}: {', '.join(moves(rows.loc[a])) or 'no diagnostic moved'}" for a in arms) + ".")
+    for a in [a for a in rows.index if CATEGORY.get(a) == "smooth re-init"]:
+        r, s = rows.loc[a], signatures(rows.loc[a])
         moved = moves(r)
         like = ("like the exploration methods" if s == {"exploration"} else "like the plasticity methods"
                 if s == {"plasticity"} else "like both kinds" if s else
-                "like neither kind" + (f" ({', '.join(moved)})" if moved else ": no diagnostic moved at 95%"))
-        lines.append(f"- **{a}** against {r['control']}: action entropy {fmt(r.get('action_entropy_diff'), 3)} bits "
-                     f"(95% CI [{fmt(r.get('action_entropy_ci_low'), 3)}, {fmt(r.get('action_entropy_ci_high'), 3)}]), "
-                     f"dormant share {fmt(r.get('dormant_fraction_diff'), 3)} ([{fmt(r.get('dormant_fraction_ci_low'), 3)}, "
-                     f"{fmt(r.get('dormant_fraction_ci_high'), 3)}]), effective rank {fmt(r.get('srank_diff'), 1)}; "
-                     f"{int(r['collapsed'])}/{int(r['runs'])} runs ended collapsed. It behaves {like}.")
-    return "\n".join(lines) or "Run the controls (eps0, minimalrl_schedule) with the other arms to compare them."
+                "like neither kind" + (f" ({', '.join(moved)})" if moved else ": no diagnostic moved"))
+        collapsed = f"; {int(r['collapsed'])}/{int(r['runs'])} runs ended collapsed against " \
+                    f"{int(r['control_collapsed'])}/{int(r['control_runs'])}" if np.isfinite(r.get("runs", np.nan)) else ""
+        lines.append(f"- **{a}** against {r['control']}{collapsed}. By the diagnostics it behaves {like}.")
+    return "\n".join(lines)

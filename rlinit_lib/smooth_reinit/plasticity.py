@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rlinit_lib.core.runtime import derive_seed
+
 HIDDEN = (("fc1", "fc2"), ("fc2", "fc3"))      # (layer, the layer that reads it)
 
 
@@ -122,6 +124,6 @@ def probe_states(n: int = 512, seed: int = 12_345) -> torch.Tensor:
         s, _, terminated, truncated, _ = env.step(int(rng.integers(2)))
         if terminated or truncated:
             episode += 1
-            s, _ = env.reset(seed=seed + episode)
+            s, _ = env.reset(seed=derive_seed(seed, episode))
     env.close()
     return torch.as_tensor(np.array(states), dtype=torch.float32)
