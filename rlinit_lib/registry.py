@@ -7,14 +7,12 @@ output root (``core.notebook.upstream_dir``): 03 reads 01's best scale and 02's 
 """
 from __future__ import annotations
 
-from rlinit_lib.core.data import load_dataset
 from rlinit_lib.core.params import Config
 from rlinit_lib.keras_validation.experiment import KerasValidationConfig
 from rlinit_lib.scale_search.init_methods import InitMethodsConfig
 from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig
 from rlinit_lib.scale_search.search import SearchConfig
 from rlinit_lib.scale_search.strategy_comparison import ComparisonConfig
-from rlinit_lib.smooth_reinit.char_gpt import SHIPPED_TEXT, load_text
 from rlinit_lib.smooth_reinit.experiment import SmoothReinitConfig
 
 NOTEBOOKS: dict[str, type[Config]] = {
@@ -51,12 +49,4 @@ def config_for(notebook: str, params: dict) -> Config:
 def check_data(cfg: Config) -> str:
     """Load what ``cfg`` will train on, so that a missing dataset or text fails before any training
     (DatasetNotFoundError / FileNotFoundError, saying how to get it); returns where the data was found."""
-    found = []
-    if hasattr(cfg, "dataset"):
-        data = load_dataset(cfg.dataset, cfg.data_root, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
-                            val_size=getattr(cfg, "val_size", None))
-        found.append(f"{cfg.dataset} from {data.source}")
-    if getattr(cfg, "gpt_variants", None):
-        load_text(cfg.text_path)
-        found.append(f"text from {cfg.text_path or SHIPPED_TEXT}")
-    return "; ".join(found) or "no data"
+    return cfg.check_data()

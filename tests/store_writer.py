@@ -8,4 +8,5 @@ i = len(store.finished())
 while True:
     # 200 rows per trial: a transaction long enough to be killed in the middle of it
     store.put(f"t{i}", {"rows": [{"trial": i, "j": j, "x": j * 0.5} for j in range(200)]}, units=[f"t{i}", f"u{i}"])
+    print(i, flush=True)     # committed: the test counts these lines, then kills this process mid-way through more
     i += 1

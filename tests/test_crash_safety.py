@@ -13,10 +13,23 @@ import pytest
 
 from rlinit_lib.core.params import ParameterError
 from rlinit_lib.core.store import STORE_FILE, StoreError
+from rlinit_lib.core.trials import PAUSE_ENV
 from tiny_runs import CHANGED, TABLES, config, run
 
 NOTEBOOKS = list(TABLES)
 SCRIPT = Path(__file__).parent / "tiny_runs.py"
+
+
+def paused_run(tmp_path: Path, args: list[str], **popen) -> subprocess.Popen:
+    """``tiny_runs.py args`` in a subprocess that stops after its first stored trial (``core.trials.pause_point``)
+    and waits there; returns once it is waiting. A run that ends first is a failure, whatever the machine's speed."""
+    gate = tmp_path / "gate"
+    env = {**os.environ, PAUSE_ENV: f"1:{gate}"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], env=env, **popen)
+    while not Path(f"{gate}.ready").exists():
+        assert proc.poll() is None, "the run ended before it stored its first trial"
+        time.sleep(0.02)
+    return proc
 
 
 def finished_units(path: Path) -> int:
@@ -33,13 +46,10 @@ def tables(out: Path, notebook: str) -> dict:
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_killed_run_resumes_to_the_uninterrupted_tables(tmp_path, notebook):
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), notebook, str(tmp_path / "cut")])
-    store, deadline = tmp_path / "cut" / STORE_FILE, time.time() + 240
-    while finished_units(store) < 1 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed: make its tiny config longer"
-    os.kill(proc.pid, signal.SIGKILL)
+    proc = paused_run(tmp_path, [notebook, str(tmp_path / "cut")])
+    os.kill(proc.pid, signal.SIGKILL)      # while it waits after its first stored trial: no guessed delay
     proc.wait()
+    store = tmp_path / "cut" / STORE_FILE
     cut = finished_units(store)
     assert cut >= 1
     run(notebook, config(notebook, tmp_path / "cut"))      # resume

@@ -161,7 +161,8 @@ TINY06 = dict(arms=["he", "searched", "lsuv", "xavier_uniform"], seeds=2, proxy_
 
 def test_the_searched_scale_comes_from_02_on_the_same_data_or_the_run_stops_before_work(tmp_path):
     cfg = InitMethodsConfig.from_dict(TINY06 | {"output_dir": str(tmp_path / "06_init_methods")})
-    with pytest.raises(ParameterError, match=r"^arm 'searched' needs a searched scale: no 02_proxy_fidelity run store"):
+    with pytest.raises(ParameterError, match=r"^arm 'searched' needs a searched scale: 02_proxy_fidelity's results are "
+                                             r"not in '.*': run 02_proxy_fidelity first"):
         run_init_methods(cfg)
     assert not (tmp_path / "06_init_methods").exists()
     runs = run_grid(FidelityConfig.from_dict(TINY02 | {"output_dir": str(tmp_path / "02_proxy_fidelity")}))
@@ -187,12 +188,21 @@ def test_the_searched_scale_comes_from_02_on_the_same_data_or_the_run_stops_befo
     assert "## Width transfer" in text and set(rep.figures()) >= {"arms", "layer_scales", "width_transfer"}
     again = run_init_methods(cfg)        # resumes: nothing retrained, same tables
     pd.testing.assert_frame_equal(again.runs, result.runs)
+    # issue 25: 02 changes under 06 (here: more seeds, so its best scale may move) -> 06 refuses, never relabels
+    run_grid(FidelityConfig.from_dict(TINY02 | {"output_dir": str(tmp_path / "02_proxy_fidelity"),
+                                                "seeds": TINY02["seeds"] + 1}))
+    with pytest.raises(ParameterError, match=r"^output_dir '.*06_init_methods': 02_proxy_fidelity's results changed "
+                                             r"since this run \(digest: .*\); use another output_dir or delete it$"):
+        run_init_methods(cfg)
 
 
 def test_without_02s_validation_accuracy_the_run_says_rerun_02(tmp_path, monkeypatch):
     old = pd.DataFrame({"mode": "independent", "scale": [1.0, 1.25], "seed_index": 0, "epoch": 1,
                         "test_accuracy": [0.5, 0.6], "nan_detected": False})
-    monkeypatch.setattr(im, "read_run", lambda where: ({"proxy_horizon": 1}, lambda name: old))
+    from rlinit_lib.core.store import RunStore
+
+    with RunStore(tmp_path / "02_proxy_fidelity", "02_proxy_fidelity", {"old": True}, {"proxy_horizon": 1}) as s:
+        s.put("grid", {"runs": old.to_dict("records")})     # a 02 store written before the validation split
     cfg = InitMethodsConfig.from_dict(TINY06 | {"output_dir": str(tmp_path / "06_init_methods")})
     with pytest.raises(ParameterError, match=r"^arm 'searched' needs a searched scale: .* has no val_accuracy .*: "
                                              r"rerun 02; or set searched_scale"):

@@ -153,7 +153,11 @@ def test_s_proxy_comes_from_01_of_the_same_profile(tmp_path):
     cfg = KerasValidationConfig(output_dir=str(tmp_path / "03_keras_validation"))
     s, source = cfg.resolve_s_proxy()
     assert s == 1.25 and "run 01_search first" in source
-    (tmp_path / "01_search" / "results.json").write_text('{"best_scale": 0.94183}')
+    (tmp_path / "01_search" / "results.json").write_text('{"best_scale": 0.94183}')   # a CSV/JSON copy is not read
+    assert cfg.resolve_s_proxy()[0] == 1.25
+    from rlinit_lib.core.store import RunStore
+    with RunStore(tmp_path / "01_search", "01_search", {"a": 1}) as st:
+        st.put("episode/0", {"children": [{"scale": 0.94183, "epochs": 1, "reward": 7.0, "nan_detected": False}]})
     assert cfg.resolve_s_proxy()[0] == 0.9418 and cfg.scales() == [1.0, 0.9418]
 
 
@@ -187,3 +191,32 @@ def test_short_training_warning_flags_a_large_train_validation_gap():
     h = pd.DataFrame({"epoch": [1, 2, 2], "accuracy": [0.5, 0.8, 0.7], "val_accuracy": [0.4, 0.3, 0.5]})
     assert "BatchNormalization" in short_training_warning(h)
     assert short_training_warning(h.assign(val_accuracy=[0.4, 0.78, 0.69])) is None
+
+
+def test_s_proxy_and_the_proxy_curve_come_from_the_upstream_stores_and_a_changed_upstream_is_refused(tmp_path):
+    """Issue 25: 03 reads 01's best episode and 02's grid from their run stores (never CSV copies), records what
+    it used in its identity, and refuses to relabel its runs when 01 changes."""
+    from rlinit_lib.core.store import RunStore
+
+    def episode(i, scale, reward, nan=False):
+        return {"children": [{"scale": scale, "epochs": 2, "seed": i, "reward": reward, "nan_detected": nan}]}
+
+    with RunStore(tmp_path / "01_search", "01_search", {"a": 1}) as s:
+        s.put("episode/0", episode(0, 0.9, 7.0))
+        s.put("episode/1", episode(1, 1.4, 7.5))
+        s.put("episode/2", episode(2, 1.7, 9.0, nan=True))       # diverged: never the pick
+        s.put("baseline", episode(3, 1.0, 9.5))                  # not an episode
+    with RunStore(tmp_path / "02_proxy_fidelity", "02_proxy_fidelity", {"b": 1}, {"proxy_horizon": 1}) as s:
+        s.put("grid", {"runs": [{"mode": "independent", "scale": sc, "seed_index": j, "epoch": 1,
+                                 "test_accuracy": acc} for sc, acc in ((1.0, 0.8), (1.5, float("nan")))
+                                for j in range(2)]})
+    cfg = KerasValidationConfig.from_dict({"output_dir": str(tmp_path / "03"), "dataset": "synthetic",
+                                           "precision": "fp32"})
+    assert cfg.resolve_s_proxy() == (1.4, f"01_search's best episode ({tmp_path / '01_search'})")
+    curve = cfg.upstream_02()[0].set_index("scale")["accuracy"]
+    assert curve[1.0] == pytest.approx(0.8) and curve[1.5] == pytest.approx(0.1)   # diverged at chance
+    RunStore.for_config(cfg).close()
+    with RunStore(tmp_path / "01_search", "01_search", {"a": 1}) as s:
+        s.put("episode/3", episode(4, 1.1, 8.0))                 # the search went on: 01's results changed
+    with pytest.raises(ParameterError, match=r"01_search's results changed since this run \(digest: .*\); use another"):
+        RunStore.for_config(cfg)

@@ -89,13 +89,15 @@ def test_auto_measures_caches_and_explicit_choices_skip_the_probe():
     assert first["chosen"] == P.decide(probe["fp32_step_ms"], probe["bf16_step_ms"])
 
 
-def test_a_far_slower_first_bf16_step_ends_the_probe_with_fp32():
-    import time as _time
+def test_a_far_slower_first_bf16_step_ends_the_probe_with_fp32(monkeypatch):
+    """A fake clock that each step advances (bf16 50x slower): no sleeps, nothing a loaded machine can change."""
+    import types
 
-    calls = []
+    now, calls = [0.0], []
+    monkeypatch.setattr(P, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
 
     def make_step(p):
-        return lambda: calls.append(p) or _time.sleep(0.05 if p == "bf16" else 0.001)
+        return lambda: calls.append(p) or now.__setitem__(0, now[0] + (0.05 if p == "bf16" else 0.001))
 
     rec = P.resolve_precision("auto", ("test-screen", id(calls)), make_step)
     assert rec["chosen"] == "fp32" and calls == ["fp32", "bf16"] and "no bf16 hardware" in rec["probe"]["note"]

@@ -65,10 +65,10 @@ def test_a_damaged_store_is_named_in_one_line(tmp_path, damage):
 
 def test_kill_minus_9_during_writes_never_leaves_a_partial_trial(tmp_path):
     script = Path(__file__).parent / "store_writer.py"
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
-        time.sleep(1.2 + rng.uniform(0, 0.6))   # python + import, then many transactions; killed mid-way
+    for k in range(6):
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2 + k):                  # wait for 2 + k commits it announces, then kill it while it writes on
+            assert proc.stdout.readline(), "the writer stopped before it was killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         with RunStore(tmp_path, "writer", {"n": 1}) as s:

@@ -20,12 +20,16 @@ TINY = {
     "05_search_strategies": dict(strategies=["reinforce", "random"], repeats=2, budget=3, epochs=1, reference_scales=3,
                                  reference_seeds=1, checkpoints=[1.0], dataset="synthetic", train_subset=128,
                                  test_subset=64, val_size=64, device="cpu"),
+    "06_init_methods": dict(arms=["he", "xavier_uniform"], seeds=2, proxy_epochs=1, long_epochs=4, widths=[],
+                            dataset="synthetic", train_subset=128, test_subset=64, val_size=64, device="cpu"),
 }
 TABLES = {"01_search": ["episodes", "recheck"], "02_proxy_fidelity": ["runs"], "03_keras_validation": ["runs"],
-          "04_smooth_reinit": ["dqn_returns", "dqn_diagnostics", "gpt_losses"], "05_search_strategies": ["reference", "histories"]}
+          "04_smooth_reinit": ["dqn_returns", "dqn_diagnostics", "gpt_losses"], "05_search_strategies": ["reference", "histories"],
+          "06_init_methods": ["runs", "init"]}
 # a setting that changes results, and another value for it
 CHANGED = {"01_search": ("epochs", 2), "02_proxy_fidelity": ("epochs", 3), "03_keras_validation": ("epochs", 2),
-           "04_smooth_reinit": ("dqn_episodes", 6), "05_search_strategies": ("budget", 4)}
+           "04_smooth_reinit": ("dqn_episodes", 6), "05_search_strategies": ("budget", 4),
+           "06_init_methods": ("long_epochs", 5)}
 
 
 def config(notebook: str, output_dir: str, **changes):
@@ -49,19 +53,24 @@ def run(notebook: str, cfg) -> None:
         from rlinit_lib.smooth_reinit.experiment import run_dqn, run_gpt
         run_dqn(cfg)
         run_gpt(cfg)
-    else:
+    elif notebook == "05_search_strategies":
         from rlinit_lib.scale_search.strategy_comparison import run_comparison
         run_comparison(cfg)
+    else:
+        from rlinit_lib.scale_search.init_methods import run_init_methods
+        run_init_methods(cfg)
 
 
-def slow_square(x: float, pid_dir: str, seconds: float = 2.0) -> dict:
-    """A trial that records which process ran it (for tests that kill worker processes)."""
+def slow_square(x: float, pid_dir: str) -> dict:
+    """A trial that records which process ran it, then waits until the test writes ``pid_dir/release`` (for
+    tests that kill worker processes while they run: the test decides when trials may end, not a timer)."""
     import os
     import time
 
     with open(Path(pid_dir) / f"{x}.{os.getpid()}", "w"):
         pass
-    time.sleep(seconds)
+    while not (Path(pid_dir) / "release").exists():
+        time.sleep(0.01)
     return {"squares": [{"x": x, "y": x * x}]}
 
 

@@ -8,6 +8,7 @@ back as numbers, figures as PNG; its verdict and headline figure as ``report.jso
 """
 from __future__ import annotations
 
+import ast
 import math
 import os
 import sys
@@ -40,9 +41,10 @@ def enter_repo_root() -> Path:
     return Path.cwd()
 
 
-def with_profile(cls, values: dict, profile: str, root: Path | None = None) -> dict:
+def with_profile(cls, values: dict, profile: str, root: Path | None = None, explicit=()) -> dict:
     """``values`` (a parameters cell) with ``params/<profile>/<notebook>.yaml`` applied to every parameter still at
-    its default; a parameter set to another value keeps it (so papermill's ``-p`` and a user's edits win)."""
+    its default; a parameter set to another value keeps it (a user's edits win), and so does every name in
+    ``explicit`` (papermill's ``-p``), even when its value equals the default."""
     import yaml
 
     root = Path(root or repo_root() or Path.cwd())
@@ -55,7 +57,8 @@ def with_profile(cls, values: dict, profile: str, root: Path | None = None) -> d
     if not isinstance(chosen, dict):
         raise ParameterError(f"{path} must hold NAME: VALUE lines (a mapping), not a {type(chosen).__name__}")
     defaults = cls.defaults()
-    return {**chosen, **{k: v for k, v in values.items() if k not in chosen or k not in defaults or v != defaults[k]}}
+    return {**chosen, **{k: v for k, v in values.items()
+                         if k in explicit or k not in chosen or k not in defaults or v != defaults[k]}}
 
 
 def config_from_cell(cls, before: set[str], namespace: dict):
@@ -63,7 +66,20 @@ def config_from_cell(cls, before: set[str], namespace: dict):
     not None, loads that profile's values first (:func:`with_profile`)."""
     values = parameters_since(before, namespace)
     profile = values.pop("profile", None)
-    return cls.from_dict(values if profile is None else with_profile(cls, values, profile))
+    cfg = cls.from_dict(values if profile is None else with_profile(cls, values, profile,
+                                                                    explicit=injected_names(namespace)))
+    cfg.check_data()     # a missing dataset is one line here, before a store or a trial exists
+    return cfg
+
+
+def injected_names(namespace: dict) -> set[str]:
+    """The names papermill's injected cell assigned (``-p``/``-f`` values: its source starts with
+    ``# Parameters``), read from IPython's input history ``In``; empty when the notebook was not run by papermill."""
+    for source in reversed(list(namespace.get("In") or [])):
+        if source.lstrip().startswith("# Parameters"):
+            return {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)}
+    return set()
 
 
 def parameters_since(before: set[str], namespace: dict) -> dict:

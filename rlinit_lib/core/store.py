@@ -34,7 +34,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -96,6 +96,10 @@ class RunStore:
         self._lock = _acquire(self.dir)
         try:
             self._open(notebook, identity, config, environment)
+        except sqlite3.OperationalError as exc:      # e.g. a read-only file or folder
+            self.close()
+            raise StoreError(f"{self.path} cannot be written ({exc}): make it writable, or use another output_dir") \
+                from None
         except BaseException:
             self.close()
             raise
@@ -281,9 +285,11 @@ class Upstream:
     digest: str
     db: sqlite3.Connection
 
-    def table(self, name: str) -> pd.DataFrame:
-        return pd.DataFrame([json.loads(d) for (d,) in
-                             self.db.execute("SELECT data FROM rows WHERE tbl = ? ORDER BY id", (name,))])
+    def table(self, name: str, trial_prefix: str = "") -> pd.DataFrame:
+        """The rows of table ``name`` (those written by trials whose key starts with ``trial_prefix``)."""
+        return pd.DataFrame([json.loads(d) for trial, d in
+                             self.db.execute("SELECT trial, data FROM rows WHERE tbl = ? ORDER BY id", (name,))
+                             if trial.startswith(trial_prefix)])
 
     def fingerprint(self, **used) -> dict:
         """What this run used of the upstream one: its identity, its digest and ``used`` (e.g. the scale)."""
@@ -313,23 +319,6 @@ def read_upstream(output_dir: str | os.PathLike, notebook: str) -> Upstream:
     store.verify()
     digest = hashlib.sha256(json.dumps(sorted(stored.items())).encode()).hexdigest()[:16]
     return Upstream(notebook, path, meta.get("identity", {}), meta.get("config", {}), digest, db)
-
-
-def read_run(output_dir: str | os.PathLike) -> tuple[dict, Callable[[str], pd.DataFrame]] | None:
-    """Another notebook's finished work, read-only: (its config, ``table(name) -> DataFrame``), or None when
-    ``output_dir`` holds no run store. Used by notebooks that build on an earlier one's results."""
-    path = Path(output_dir) / STORE_FILE
-    if not path.is_file():
-        return None
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
-    row = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
-    config = json.loads(row[0]) if row else {}
-
-    def table(name: str) -> pd.DataFrame:
-        return pd.DataFrame([json.loads(d) for (d,) in
-                             db.execute("SELECT data FROM rows WHERE tbl = ? ORDER BY id", (name,))])
-
-    return config, table
 
 
 def _first_change(old: dict, new: dict) -> str:

@@ -208,7 +208,8 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
     todo = [t for t in trials if not set(t.unit_keys) <= done]
     failed = []
     if todo:
-        print(work_line(desc, todo, len(trials), executor, workers), flush=True)
+        if len(todo) > 1:   # a sequential search runs one trial at a time and announces its whole budget itself
+            print(work_line(desc, todo, len(trials), executor, workers), flush=True)
         bar = progress_bar(len(todo), desc, progress)
         runner = EXECUTORS[executor](workers, **executor_options)
         started = time.perf_counter()
@@ -224,6 +225,7 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
                 store.put(t.key, out, units=t.unit_keys, seconds=seconds)
                 if tracker is not None:
                     tracker.log({"trial/seconds": seconds, **(log or {})})
+                pause_point(n + 1)
             else:
                 store.put_failure(t.key, out)
                 failed.append((t.key, out))
@@ -233,6 +235,23 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
         raise TrialsFailed(f"{len(failed)} of {len(todo)} trials failed (first: {failed[0][0]}: {failed[0][1]}); "
                            "finished trials are saved in the run store, and running again retries only the failed ones")
     return {t.key: store.trial_rows(t.key) for t in trials}
+
+
+PAUSE_ENV = "RLINIT_PAUSE_AFTER"   # "N:PATH": after the Nth trial is stored, touch PATH.ready and wait for PATH
+
+
+def pause_point(stored: int) -> None:
+    """A point a test can stop a run at, deterministically: with ``RLINIT_PAUSE_AFTER=N:PATH`` set, the run
+    signals (creates ``PATH.ready``) once its Nth trial of this call is in the store, then waits until ``PATH``
+    exists; the crash-safety tests kill it there with SIGKILL instead of guessing a delay. Unset: nothing."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    n, _, path = spec.partition(":")
+    if stored == int(n):
+        open(path + ".ready", "w").close()
+        while not os.path.exists(path):
+            time.sleep(0.01)
 
 
 def work_line(desc: str, todo: Sequence[Trial], total: int, executor: str, workers: int) -> str:

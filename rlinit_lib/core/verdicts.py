@@ -34,6 +34,7 @@ from rlinit_lib.core.stats import paired_difference, welch
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 ROLES = ("primary", "exploratory")
 POWER = 0.8
+ACCURACY_DIFFERENCE = (-1.0, 1.0)   # the range of a difference of two accuracies (or regrets)
 COLUMNS = ["comparison", "role", "test", "n", "estimate", "ci_low", "ci_high", "confidence", "p_value",
            "p_adjusted", "eq_low", "eq_high", "sesoi", "verdict", "seeds_needed", "seeds_needed_low",
            "seeds_needed_high"]
@@ -114,9 +115,10 @@ def compare(a, b, sesoi: float, *, paired: bool = True, alpha: float = 0.05, fam
 
 
 def compare_family(contrasts: list[Contrast], sesoi: float, primary=(), *, alpha: float = 0.05,
-                   higher_is_better: bool = True) -> pd.DataFrame:
+                   higher_is_better: bool = True, bounds: tuple | None = None) -> pd.DataFrame:
     """A notebook's comparisons: those named in ``primary`` (declared before the run) at alpha,
-    Bonferroni among themselves; every other one in one exploratory family, corrected together."""
+    Bonferroni among themselves; every other one in one exploratory family, corrected together.
+    ``bounds``: the range of every difference whose contrast gives none (``ACCURACY_DIFFERENCE``)."""
     names = [c.name for c in contrasts]
     if len(set(names)) != len(names):
         raise ValueError("comparison names must be distinct")
@@ -128,7 +130,7 @@ def compare_family(contrasts: list[Contrast], sesoi: float, primary=(), *, alpha
     for c in contrasts:
         role = "primary" if c.name in primary else "exploratory"
         m = n_primary if role == "primary" else len(contrasts) - n_primary
-        rows.append(compare(c.a, c.b, sesoi, paired=c.paired, alpha=alpha, family_size=m, bounds=c.bounds,
+        rows.append(compare(c.a, c.b, sesoi, paired=c.paired, alpha=alpha, family_size=m, bounds=c.bounds or bounds,
                             higher_is_better=higher_is_better, name=c.name, role=role))
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -22,23 +22,23 @@ probes a few ``train_on_batch`` steps (``core.precision``).
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, DEFAULT_VAL_SIZE, ImageData, load_cached
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASET_CLASSES, DATASETS, DEFAULT_VAL_SIZE, ImageData, load_cached
 from rlinit_lib.core.notebook import Report, fmt, upstream_dir
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, Str, param
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import derive_seed, environment_info, seed_everything
 from rlinit_lib.core.stats import interval, transfer_agreement
-from rlinit_lib.core.store import RunStore, stored_identity
+from rlinit_lib.core.store import RunStore, StoreError, read_upstream, stored_identity
 from rlinit_lib.core.trials import Trial, run_config_trials, torch_threads, trial_threads
-from rlinit_lib.core.verdicts import Contrast, compare_family, score_diverged, sesoi_line, verdict_table
+from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
+                                      verdict_table)
 
 S_PROXY_FALLBACK = 1.25  # the dissertation's s_proxy
 BASELINE = 1.0           # He-normal as Keras draws it
@@ -81,19 +81,55 @@ class KerasValidationConfig(RunFields):
                                      probe_step(shape, 10, self.batch_size),
                                      stored=stored_identity(self.output_dir).get("precision"))
 
-    def identity(self) -> dict:
-        return {**super().identity(), "precision": self.precision_record()["chosen"]}
-
     def resolve_s_proxy(self) -> tuple[float, str]:
         """(s_proxy, a sentence saying where it came from)."""
+        found = self.upstream_01()
+        return found[0], found[1]
+
+    def upstream_01(self) -> tuple[float, str, dict | None]:
+        """(s_proxy, where it came from, what was used of 01): the parameter, else 01's best episode read from
+        01's run store (its best non-diverged reward at the longest horizon, the dissertation's rule), else the
+        dissertation's 1.25 with a sentence saying 01 has not run."""
         if self.s_proxy is not None:
-            return float(self.s_proxy), "the parameter s_proxy"
-        path = upstream_dir(self.output_dir, "01_search") / "results.json"
-        best = json.loads(path.read_text()).get("best_scale") if path.exists() else None
-        if best is not None:
-            return round(float(best), 4), f"01_search's best episode ({path})"
-        return S_PROXY_FALLBACK, (f"the dissertation's 1.25: no 01_search results at {path} (run 01_search first to "
-                                  "use the searched scale)")
+            return float(self.s_proxy), "the parameter s_proxy", None
+        where = upstream_dir(self.output_dir, "01_search")
+        try:
+            up = read_upstream(where, "01_search")
+        except StoreError as exc:
+            return S_PROXY_FALLBACK, f"the dissertation's 1.25 ({exc})", None
+        episodes = up.table("children", trial_prefix="episode/")
+        ok = episodes[~episodes["nan_detected"].astype(bool) & (episodes["epochs"] == episodes["epochs"].max())] \
+            if len(episodes) else episodes
+        if ok.empty:
+            return S_PROXY_FALLBACK, f"the dissertation's 1.25 (01_search at {where} has no finished episode)", None
+        best = round(float(ok.loc[ok["reward"].idxmax(), "scale"]), 4)
+        return best, f"01_search's best episode ({where})", up.fingerprint(s_proxy=best)
+
+    def upstream_02(self):
+        """02's per-scale test accuracy at its proxy horizon (independent grid, diverged runs at chance), read
+        from 02's run store, with what was used of it; or the sentence saying why there is none."""
+        where = upstream_dir(self.output_dir, "02_proxy_fidelity")
+        try:
+            up = read_upstream(where, "02_proxy_fidelity")
+        except StoreError as exc:
+            return str(exc)
+        runs = up.table("runs")
+        if runs.empty or not {"scale", "epoch", "test_accuracy", "mode"} <= set(runs.columns):
+            return f"02_proxy_fidelity at {where} has no grid runs with scale and test_accuracy: rerun 02_proxy_fidelity"
+        at = runs[(runs["mode"] == "independent") & (runs["epoch"] == up.config["proxy_horizon"])]
+        acc = at["test_accuracy"].where(np.isfinite(at["test_accuracy"]), 1.0 / DATASET_CLASSES[self.dataset])
+        curve = acc.groupby(at["scale"]).mean().rename("accuracy").reset_index()
+        return curve, str(where), up.fingerprint()
+
+    def identity(self) -> dict:
+        """The settings that change results and what this run used of 01 and 02 (their identity, a digest of
+        their finished trials, the scale taken), so a changed upstream run is refused, never relabelled."""
+        out = {**super().identity(), "precision": self.precision_record()["chosen"],
+               "upstream 01_search": self.upstream_01()[2]}
+        found = self.upstream_02()
+        if not isinstance(found, str):
+            out["upstream 02_proxy_fidelity"] = found[2]
+        return out
 
     def scales(self) -> list[float]:
         return list(dict.fromkeys([BASELINE, self.resolve_s_proxy()[0], *map(float, self.extra_scales)]))
@@ -159,7 +195,7 @@ def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFra
                                              "epochs", "batch_size", "lr", "block_dropout", "dense_dropout")}
     settings["precision"] = precision["chosen"]
     trials = [Trial(f"{s!r}/{j}", keras_trial, {"scale": s, "seed_index": j, "seed": derive_seed(cfg.seed, j),
-                                                 "settings": settings})
+                                                 "settings": settings}, work={"Keras epochs": cfg.epochs})
               for s in scales for j in range(cfg.seeds)]
     run_config_trials(cfg, store, trials, f"keras-seed{cfg.seed}", "keras runs")
     keys = [t.key for t in trials]
@@ -221,7 +257,7 @@ def compare(runs: pd.DataFrame, s_proxy: float, sesoi: float, baseline: float = 
     dropout masks and data order)."""
     contrasts = scale_contrasts(runs, s_proxy, baseline)
     primary = [c.name for c in contrasts if c.name == primary_name(s_proxy, baseline)]
-    return {"per_scale": per_scale_table(runs), "rows": compare_family(contrasts, sesoi, primary=primary),
+    return {"per_scale": per_scale_table(runs), "rows": compare_family(contrasts, sesoi, primary=primary, bounds=ACCURACY_DIFFERENCE),
             "s_proxy": s_proxy, "baseline": baseline, "sesoi": sesoi}
 
 
@@ -292,12 +328,10 @@ def validation_report(cfg: KerasValidationConfig, runs: pd.DataFrame, histories:
 
 
 def describe_transfer(cfg: KerasValidationConfig, result: dict, s_proxy: float) -> str:
-    path = upstream_dir(cfg.output_dir, "02_proxy_fidelity") / "per_scale.csv"
-    if not path.exists():
-        return f"No 02_proxy_fidelity results at {path}: run 02_proxy_fidelity first."
-    proxy = pd.read_csv(path)
-    if not {"scale", "accuracy"} <= set(proxy.columns):
-        return f"02_proxy_fidelity's {path} has no `scale` and `accuracy` columns: rerun 02_proxy_fidelity."
+    found = cfg.upstream_02()
+    if isinstance(found, str):
+        return f"No 02_proxy_fidelity results to compare with: {found}"
+    proxy, path = found[0], found[1]
     t = transfer_agreement(proxy, result["per_scale"], pair=(s_proxy, BASELINE))
     if t["n_scales"] == 0:
         return f"None of this notebook's scales lies inside 02's grid ({path}), so there is nothing to compare."

@@ -28,7 +28,7 @@ from torch import nn
 from rlinit_lib.core.data import normalise
 from rlinit_lib.core.params import check_choice, check_float
 from rlinit_lib.core.plots import band
-from rlinit_lib.core.store import read_run
+from rlinit_lib.core.store import StoreError, read_upstream
 from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.initialisation.theory import critical_scales
 from rlinit_lib.scale_search.training import build_child
@@ -69,11 +69,11 @@ def layer_statistics(scale: float, activation: str, x: torch.Tensor, y: torch.Te
 def measured_curve(fidelity_dir) -> pd.DataFrame | None:
     """Notebook 02's test accuracy at its proxy horizon per (scale, seed) over independent seeds, read from its
     run store; None when there is none."""
-    found = read_run(fidelity_dir)
-    if found is None:
+    try:
+        up = read_upstream(fidelity_dir, "02_proxy_fidelity")
+    except StoreError:       # 02 has not run in this profile: the explorer shows the search's rewards instead
         return None
-    config, table = found
-    runs = table("runs")
+    config, runs = up.config, up.table("runs")
     if runs.empty:
         return None
     runs = runs[(runs["mode"] == "independent") & (runs["epoch"] == config["proxy_horizon"])]

@@ -56,9 +56,10 @@ from rlinit_lib.core.params import Choice, Float, Int, ListOf, ParameterError, R
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.runtime import derive_seed, pick_device, seed_everything, stream_seed
 from rlinit_lib.core.stats import interval
-from rlinit_lib.core.store import RunStore, read_run
+from rlinit_lib.core.store import RunStore, StoreError, read_upstream
 from rlinit_lib.core.trials import Trial, run_config_trials
-from rlinit_lib.core.verdicts import Contrast, compare_family, score_diverged, sesoi_line, verdict_table
+from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
+                                      verdict_table)
 from rlinit_lib.initialisation.data_driven import InitCost, effective_scales, gradinit, lsuv_init, metainit
 from rlinit_lib.initialisation.theory import critical_scales
 from rlinit_lib.scale_search.child import ChildTraining
@@ -115,24 +116,43 @@ class InitMethodsConfig(ChildTraining, RunFields):
         """(the searched scale, where it came from); None when it cannot be had (the sentence says why)."""
         if self.searched_scale is not None:
             return float(self.searched_scale), "the parameter searched_scale"
+        found = self.upstream_02()
+        if isinstance(found, str):
+            return None, found
+        return found[0], found[1]
+
+    def upstream_02(self):
+        """(scale, sentence, fingerprint) from 02's run store in this profile's output root, or the sentence
+        saying why there is none. Read from 02's store (never its CSV copies), checksums checked."""
         where = upstream_dir(self.output_dir, "02_proxy_fidelity")
-        found = read_run(where)
-        if found is None:
-            return None, f"no 02_proxy_fidelity run store at {where}: run 02_proxy_fidelity first (same data)"
-        config, table = found
-        runs = table("runs")
+        try:
+            up = read_upstream(where, "02_proxy_fidelity")
+        except StoreError as exc:
+            return str(exc)
+        config, runs = up.config, up.table("runs")
         if runs.empty:
-            return None, f"02_proxy_fidelity at {where} has no finished grid networks"
+            return f"02_proxy_fidelity at {where} has no finished grid networks"
         if "val_accuracy" not in runs:
-            return None, f"02_proxy_fidelity at {where} has no val_accuracy (written before the validation split): rerun 02"
+            return f"02_proxy_fidelity at {where} has no val_accuracy (written before the validation split): rerun 02"
         other = [f"{k}={config.get(k)!r} (here {getattr(self, k)!r})" for k in SAME_DATA if config.get(k) != getattr(self, k)]
         if other:
-            return None, f"02_proxy_fidelity at {where} trained on other data or settings: {', '.join(other)}"
+            return f"02_proxy_fidelity at {where} trained on other data or settings: {', '.join(other)}"
         best, seeds = best_validation_scale(runs, config["proxy_horizon"])
         if best is None:
-            return None, f"02_proxy_fidelity at {where} has no finished grid networks"
+            return f"02_proxy_fidelity at {where} has no finished grid networks"
         return best, (f"the best mean validation accuracy of 02_proxy_fidelity's independent grid at its "
-                      f"{config['proxy_horizon']}-epoch proxy ({where}; {seeds} seeds per scale)")
+                      f"{config['proxy_horizon']}-epoch proxy ({where}; {seeds} seeds per scale)"), \
+            up.fingerprint(searched_scale=best)
+
+    def identity(self) -> dict:
+        """The settings that change results and, when the searched scale comes from 02, what was used of 02
+        (its identity, a digest of its finished trials and the scale), so a changed 02 is refused in one line
+        instead of relabelling these networks."""
+        out = super().identity()
+        if "searched" in self.arms and self.searched_scale is None:
+            found = self.upstream_02()
+            out["upstream 02_proxy_fidelity"] = None if isinstance(found, str) else found[2]
+        return out
 
     def arm_scales(self) -> dict[str, float]:
         """The He scale of every He-type arm."""
@@ -282,11 +302,13 @@ def run_init_methods(cfg: InitMethodsConfig) -> InitMethodsResult:
     child = cfg.child()
     trials = [Trial(f"arm/{arm}/{j}", arm_trial, {"child": child, "arm": arm, "seed_index": j,
                                                    "seed": arm_seed(cfg.seed, j), "scales": scales,
-                                                   "settings": cfg.init_settings(), "epochs": cfg.long_epochs})
+                                                   "settings": cfg.init_settings(), "epochs": cfg.long_epochs},
+                    work={"child epochs": cfg.long_epochs})
               for j in range(cfg.seeds) for arm in cfg.arms]
     trials += [Trial(f"width/{w!r}/{s!r}/{j}", width_trial, {"child": child, "width": float(w), "scale": float(s),
                                                               "seed_index": j, "seed": width_seed(cfg.seed, j),
-                                                              "epochs": cfg.width_epochs})
+                                                              "epochs": cfg.width_epochs},
+                     work={"child epochs": cfg.width_epochs})
                for j in range(cfg.width_seeds) for w in cfg.widths for s in cfg.width_scales]
     run_config_trials(cfg, store, trials, f"init-methods-seed{cfg.seed}", "arms and width-grid networks")
     keys = [t.key for t in trials]
@@ -409,7 +431,7 @@ def verdict_rows(contrasts: list[Contrast], sesoi: float) -> pd.DataFrame:
     """Every comparison read by ``core.verdicts``: PRIMARY (when present) at alpha, all others one exploratory
     family."""
     names = [c.name for c in contrasts]
-    return compare_family(contrasts, sesoi, primary=[PRIMARY] if PRIMARY in names else [])
+    return compare_family(contrasts, sesoi, primary=[PRIMARY] if PRIMARY in names else [], bounds=ACCURACY_DIFFERENCE)
 
 
 def comparisons(result: InitMethodsResult, cfg: InitMethodsConfig, chance: float = CHANCE) -> pd.DataFrame:
@@ -442,10 +464,10 @@ def search_pays(rows: pd.DataFrame, cost_text: str = "") -> str:
 def search_cost(cfg: InitMethodsConfig) -> tuple[float | None, str]:
     """Child epochs the searched scale cost: 02's grid in this profile (scales x seeds x proxy horizon), next to
     the dissertation's 200 episodes x 7 epochs."""
-    found = read_run(upstream_dir(cfg.output_dir, "02_proxy_fidelity"))
-    if cfg.searched_scale is not None or found is None:
+    found = None if cfg.searched_scale is not None else cfg.upstream_02()
+    if found is None or isinstance(found, str):
         return None, "the dissertation's search cost 200 x 7 = 1,400 proxy epochs"
-    c = found[0]
+    c = read_upstream(upstream_dir(cfg.output_dir, "02_proxy_fidelity"), "02_proxy_fidelity").config
     epochs = c["n_scales"] * c["seeds"] * c["proxy_horizon"]
     return float(epochs), (f"02's grid here cost {c['n_scales']} scales x {c['seeds']} seeds x {c['proxy_horizon']} epochs"
                            f" = {epochs} proxy epochs (the dissertation's search: 200 x 7 = 1,400)")

@@ -26,7 +26,7 @@ import pandas as pd
 
 from rlinit_lib.core.notebook import Report
 from rlinit_lib.core.stats import interval, wilson_interval
-from rlinit_lib.core.verdicts import Contrast, compare_family, sesoi_line, verdict_table
+from rlinit_lib.core.verdicts import ACCURACY_DIFFERENCE, Contrast, compare_family, sesoi_line, verdict_table
 from rlinit_lib.core.params import (Choice, Float, Int, ListOf, ParameterError, RunFields, check_float, check_int,
                                     check_scale_range, param)
 from rlinit_lib.core.runtime import derive_seed, seed_everything
@@ -110,7 +110,8 @@ def run_grid(cfg: FidelityConfig) -> pd.DataFrame:
     seed_everything(cfg.seed)
     child = cfg.child()
     trials = [Trial(f"{j['mode']}/{j['scale_index']}/{j['seed_index']}", grid_trial,
-                    {"child": child, "job": j, "epochs": cfg.epochs}) for j in grid_jobs(cfg)]
+                    {"child": child, "job": j, "epochs": cfg.epochs}, work={"child epochs": cfg.epochs})
+              for j in grid_jobs(cfg)]
     run_config_trials(cfg, store, trials, f"fidelity-seed{cfg.seed}", "grid networks")
     runs = store.table("runs", RUN_COLUMNS, sort=["mode", "scale_index", "seed_index", "epoch"],
                        trials=[t.key for t in trials])
@@ -181,7 +182,7 @@ def pair_contrasts(cfg: FidelityConfig, acc: dict) -> pd.DataFrame:
     contrasts = [Contrast(f"s = {cfg.scales[j]:g} - s = {cfg.scales[i]:g}, {h} epochs, {m}",
                           test[j, :, h - 1], test[i, :, h - 1], paired=(m == "crn"))
                  for m, (_, test) in acc.items() for h in dict.fromkeys((cfg.proxy_horizon, cfg.epochs))]
-    return compare_family(contrasts, cfg.sesoi, primary=())
+    return compare_family(contrasts, cfg.sesoi, primary=(), bounds=ACCURACY_DIFFERENCE)
 
 
 def describe(cfg: FidelityConfig, fid: pd.DataFrame, snr: dict, need: pd.DataFrame, pairs: pd.DataFrame,

@@ -34,7 +34,7 @@ from rlinit_lib.core.notebook import Report, fmt
 from rlinit_lib.core.params import BOOL, Choice, Float, Int, RunFields, check_scale_range, param
 from rlinit_lib.core.runtime import derive_seed, seed_everything
 from rlinit_lib.core.stats import interval
-from rlinit_lib.core.verdicts import compare, sentence, sesoi_line
+from rlinit_lib.core.verdicts import ACCURACY_DIFFERENCE, compare, sentence, sesoi_line
 from rlinit_lib.core.store import RunStore, StoreError
 from rlinit_lib.core.tracking import Tracker
 from rlinit_lib.core.trials import Trial, run_trials
@@ -102,7 +102,8 @@ def run_search(cfg: SearchConfig, *, evaluator=None) -> SearchResult:
 
     with Tracker.for_run(cfg, f"search-seed{cfg.seed}") as tracker:
         def train(items: list[tuple[str, float, int, int]]) -> dict[str, dict]:
-            trials = [Trial(key, fn, {"child": child, "scale": s, "epochs": e, "seed": sd}) for key, s, e, sd in items]
+            trials = [Trial(key, fn, {"child": child, "scale": s, "epochs": e, "seed": sd}, work={"child epochs": e})
+                      for key, s, e, sd in items]
             out = run_trials(store, trials, **cfg.execution(), tracker=tracker)
             return {k: v["children"][0] for k, v in out.items()}
 
@@ -125,6 +126,9 @@ def run_search(cfg: SearchConfig, *, evaluator=None) -> SearchResult:
             for row in batch.to_dict("records"):
                 tracker.log({f"episode/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
 
+        done = sum(k.startswith("episode/") for k in store.finished())
+        print(f"search: {cfg.episodes * cfg.epochs:,} child epochs in all ({cfg.episodes} episodes x {cfg.epochs}; "
+              f"{done} episodes already finished), then {1 + 2 * cfg.recheck_seeds} re-check trainings", flush=True)
         history = run_strategy(strategy, evaluate, cfg.episodes * cfg.epochs, cfg.seed, on_batch=log,
                                batch=cfg.update_every)
         table = history.rename(columns={"step": "episode", "seed": "child_seed"}).reindex(columns=EPISODE_COLUMNS)
@@ -173,7 +177,8 @@ def recheck_summary(t: pd.DataFrame, sesoi: float) -> dict | None:
     name = f"s = {t['best_scale'].iloc[0]:.3f} vs the baseline (test accuracy, fresh paired seeds)"
     return {"n_seeds": len(t), "best_mean": best.estimate, "best_ci_low": best.low, "best_ci_high": best.high,
             "baseline_mean": base.estimate, "baseline_ci_low": base.low, "baseline_ci_high": base.high,
-            "comparison": compare(t["best_accuracy"], t["baseline_accuracy"], sesoi, name=name)}
+            "comparison": compare(t["best_accuracy"], t["baseline_accuracy"], sesoi, name=name,
+                                  bounds=ACCURACY_DIFFERENCE)}
 
 
 def describe_search(summary: dict, sesoi: float) -> str:

@@ -35,7 +35,8 @@ from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, check_
 from rlinit_lib.core.plots import LINESTYLES
 from rlinit_lib.core.runtime import derive_seed, seed_everything
 from rlinit_lib.core.stats import interval, wilson_interval
-from rlinit_lib.core.verdicts import Contrast, compare_family, score_diverged, sesoi_line, verdict_table
+from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
+                                      verdict_table)
 from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.trials import Trial, run_config_trials
 from rlinit_lib.scale_search.child import ChildTraining, result_row, train_child
@@ -125,11 +126,11 @@ def run_comparison(cfg: ComparisonConfig, reward_fn: Callable | None = None):
     settings = {k: getattr(cfg, k) for k in ("min_scale", "max_scale", "epochs", "budget", "update_every", "batch")}
     trials = [Trial(f"reference/{i}/{j}", reference_trial,
                     {"child": child, "scale": float(s), "seed_index": j, "seed": derive_seed(cfg.seed, 99, i, j),
-                     "epochs": cfg.epochs, "reward_fn": reward_fn})
+                     "epochs": cfg.epochs, "reward_fn": reward_fn}, work={"child epochs": cfg.epochs})
               for j in range(cfg.reference_seeds) for i, s in enumerate(grid)]
     trials += [Trial(f"strategy/{name}/{rep}", strategy_trial,
                      {"child": child, "name": name, "repeat": rep, "seed": derive_seed(cfg.seed, rep),
-                      "settings": settings, "reward_fn": reward_fn})
+                      "settings": settings, "reward_fn": reward_fn}, work={"child epochs": cfg.budget})
                for name in cfg.strategies for rep in range(cfg.repeats)]
     run_config_trials(cfg, store, trials, f"strategies-seed{cfg.seed}", "reference points and strategy runs")
     keys = [t.key for t in trials]
@@ -221,7 +222,7 @@ def strategy_verdicts(scores: pd.DataFrame, sesoi: float, strategies=None) -> pd
     strategies = list(strategies) if strategies is not None else list(dict.fromkeys(scores["strategy"]))
     cs = contrasts(scores, strategies)
     primary = [f"{PRIMARY[0]} - {PRIMARY[1]}"] if any(c.name == f"{PRIMARY[0]} - {PRIMARY[1]}" for c in cs) else []
-    return compare_family(cs, sesoi, primary=primary, higher_is_better=False)
+    return compare_family(cs, sesoi, primary=primary, higher_is_better=False, bounds=ACCURACY_DIFFERENCE)
 
 
 def describe_verdict(verdicts: pd.DataFrame, sesoi: float) -> str:

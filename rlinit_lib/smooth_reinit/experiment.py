@@ -42,7 +42,7 @@ from rlinit_lib.core.stats import interval, wilson_interval
 from rlinit_lib.core.verdicts import score_diverged, sesoi_line, verdict_table
 from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.trials import Trial, run_config_trials
-from rlinit_lib.smooth_reinit.char_gpt import CharData, GPTConfig, load_text, train_char_gpt
+from rlinit_lib.smooth_reinit.char_gpt import SHIPPED_TEXT, CharData, GPTConfig, load_text, train_char_gpt
 from rlinit_lib.smooth_reinit.dqn import DQNConfig, train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
 from rlinit_lib.smooth_reinit.methods import (CATEGORY, CONTROLS, DIAG_SESOI, DIAGNOSTICS, collapse_tests, contrast,
@@ -130,6 +130,13 @@ class SmoothReinitConfig(RunFields):
     text_path: str | None = param(None, Str(optional=True))    # None: the tiny-shakespeare copy shipped with rlinit_lib
     output_dir: str = param("outputs/04_smooth_reinit", identity=False)
 
+    def check_data(self) -> str:
+        """The text the GPT part trains on, loaded before any work (FileNotFoundError naming it)."""
+        if not self.gpt_variants:
+            return "no data"
+        load_text(self.text_path)
+        return f"text from {self.text_path or SHIPPED_TEXT}"
+
     def check(self):
         if not isinstance(self.gpt_overrides, dict):
             raise ParameterError(f"gpt_overrides must be a mapping of GPTConfig fields (got {self.gpt_overrides!r})")
@@ -180,7 +187,8 @@ def run_dqn(cfg: SmoothReinitConfig) -> DQNRuns:
         keys = tuple(f"dqn/{v}/{s}" for v, s in chunk)
         trials.append(Trial(keys[0] if len(keys) == 1 else f"dqn-chunk/{keys[0]}/{len(keys)}", dqn_trial,
                             {"runs": chunk, "configs": [cfg.dqn_config(v, s).to_dict() for v, s in chunk],
-                             "batched": len(chunk) > 1 or chunk[0] in batched, "device": cfg.dqn_device}, units=keys))
+                             "batched": len(chunk) > 1 or chunk[0] in batched, "device": cfg.dqn_device}, units=keys,
+                            work={"DQN runs": len(chunk), "episodes at most": len(chunk) * cfg.dqn_episodes}))
     run_config_trials(cfg, store, trials, f"smooth-reinit-dqn-seed{cfg.seed}", "DQN trials")
     # chunks of earlier runs may hold these runs: keep the rows of every wanted (variant, seed)
     wanted = set(units)
@@ -222,7 +230,8 @@ def run_gpt(cfg: SmoothReinitConfig) -> pd.DataFrame:
     store = open_store(cfg)
     keys = [(v, derive_seed(cfg.seed, s)) for v in cfg.gpt_variants for s in range(cfg.gpt_seeds)]
     trials = [Trial(f"gpt/{v}/{s}", gpt_trial, {"variant": v, "seed": s, "gpt": cfg.gpt_config(s).to_dict(),
-                                                 "sigma": cfg.gpt_sigma, "text_path": cfg.text_path}) for v, s in keys]
+                                                 "sigma": cfg.gpt_sigma, "text_path": cfg.text_path},
+                    work={"GPT iterations": cfg.gpt_config(s).max_iters}) for v, s in keys]
     run_config_trials(cfg, store, trials, f"smooth-reinit-gpt-seed{cfg.seed}", "GPT runs")
     df = store.table("gpt_losses", GPT_COLUMNS, sort=["variant", "seed", "iter"], trials=[t.key for t in trials])
     store.export("gpt_losses", df)
