@@ -94,15 +94,24 @@ def check_profile(root: Path, jobs, params: list[dict]) -> str | None:
     return None
 
 
-def ipc_kernel_manager():
+def ipc_kernel_manager(log: Path | None = None):
     """The kernel manager papermill starts each notebook's kernel with: IPC transport (Unix sockets in the
     runtime directory, readable by this user only) instead of TCP on localhost, so there is no unencrypted
-    port for ipykernel to warn about ("Kernel is running over TCP without encryption")."""
+    port for ipykernel to warn about ("Kernel is running over TCP without encryption"). With ``log``, the
+    kernel process's own stderr (its start-up and shut-down logging, e.g. ipykernel's "Task was destroyed but
+    it is pending!" at exit) goes to that file instead of the terminal; a cell's output and errors still go
+    to the executed notebook, as always."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(log, "w") as f:           # the kernel process keeps its own copy of the descriptor
+                return await super()._async_launch_kernel(kernel_cmd, **kw, stderr=f)
 
     return IPCKernelManager
 
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pm.execute_notebook(str(nb), str(target), parameters=p, cwd=str(root),
                                 prepare_only=bool(args.prepare_only), progress_bar=False,
-                                kernel_manager_class=ipc_kernel_manager())
+                                kernel_manager_class=ipc_kernel_manager(out_dir / f"{nb.stem}.kernel.log"))
             summary.append((nb.stem, "ok", time.perf_counter() - start, ""))
         except Exception as exc:  # one notebook's failure must not stop the others
             summary.append((nb.stem, "failed", time.perf_counter() - start, error_line(exc)))

@@ -221,18 +221,23 @@ def test_the_runner_names_unknown_notebooks_unknown_overrides_bad_profiles_and_a
 
 
 def test_kernels_run_over_ipc_so_there_is_no_unencrypted_tcp_warning(tmp_path, capfd):
+    """And a kernel's own noise at shut-down (here: a line written to its stderr at exit, as ipykernel's
+    "Task was destroyed but it is pending!" is) goes to the notebook's kernel log, not the terminal."""
     from rlinit_lib.run_notebooks import ipc_kernel_manager
 
+    noise = "import atexit, os; atexit.register(lambda: os.write(2, b'shutdown-noise'))"
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [],
-                     "source": "import os; print(os.getpid())"}],
+                     "source": f"{noise}\nprint(os.getpid())"}],
           "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
           "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "in.ipynb").write_text(json.dumps(nb))
     pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=False,
-                        kernel_manager_class=ipc_kernel_manager())
+                        kernel_manager_class=ipc_kernel_manager(tmp_path / "kernel.log"))
     out = json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["outputs"]
     assert out and "".join(out[0]["text"]).strip().isdigit()      # the kernel ran the cell
-    assert "without encryption" not in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "without encryption" not in err and "shutdown-noise" not in err
+    assert "shutdown-noise" in (tmp_path / "kernel.log").read_text()
 
 
 @pytest.mark.parametrize("notebook,values,message", [
@@ -271,3 +276,25 @@ def test_an_explicit_papermill_value_wins_over_the_profile_even_when_it_equals_t
     quick = yaml.safe_load((ROOT / "params" / "quick" / "01_search.yaml").read_text())
     merged = cfg.to_dict()
     assert quick["episodes"] != 200 and merged["episodes"] == 200 and merged["dataset"] == quick["dataset"]
+
+
+def test_every_module_a_notebook_names_exists():
+    """Markdown that names ``rlinit_lib.x.y`` (a module, or a function in one) must name something that imports."""
+    import importlib
+    import re
+
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            for path in re.findall(r"`(rlinit_lib(?:\.\w+)+)`", "".join(cell["source"])):
+                parts = path.split(".")
+                for cut in range(len(parts), 0, -1):       # the longest importable prefix, then attributes
+                    try:
+                        obj = importlib.import_module(".".join(parts[:cut]))
+                        break
+                    except ModuleNotFoundError:
+                        continue
+                for name in parts[cut:]:
+                    assert hasattr(obj, name), f"{nb.name} names {path}, which does not exist"
+                    obj = getattr(obj, name)

@@ -50,6 +50,8 @@ class Contrast:
     b: np.ndarray
     paired: bool = True
     bounds: tuple | None = None   # the range of the difference, e.g. (-1, 1) for accuracies
+    sesoi: float | None = None    # this comparison's own margin and direction, when a family mixes units
+    higher_is_better: bool | None = None
 
 
 def score_diverged(values, diverged, floor: float) -> np.ndarray:
@@ -114,11 +116,14 @@ def compare(a, b, sesoi: float, *, paired: bool = True, alpha: float = 0.05, fam
             "seeds_needed": need[0], "seeds_needed_low": need[1], "seeds_needed_high": need[2]}
 
 
-def compare_family(contrasts: list[Contrast], sesoi: float, primary=(), *, alpha: float = 0.05,
-                   higher_is_better: bool = True, bounds: tuple | None = None) -> pd.DataFrame:
+def compare_family(contrasts: list[Contrast], sesoi: float | None, primary=(), *, alpha: float = 0.05,
+                   higher_is_better: bool = True, bounds: tuple | None = None,
+                   extra_exploratory: int = 0) -> pd.DataFrame:
     """A notebook's comparisons: those named in ``primary`` (declared before the run) at alpha,
     Bonferroni among themselves; every other one in one exploratory family, corrected together.
-    ``bounds``: the range of every difference whose contrast gives none (``ACCURACY_DIFFERENCE``)."""
+    ``sesoi``, ``higher_is_better``, ``bounds``: for every contrast that does not give its own (a family may
+    mix units, e.g. returns and entropies); ``extra_exploratory``: tests of the exploratory family made
+    elsewhere (e.g. Fisher's tests of shares), counted in its size."""
     names = [c.name for c in contrasts]
     if len(set(names)) != len(names):
         raise ValueError("comparison names must be distinct")
@@ -129,9 +134,10 @@ def compare_family(contrasts: list[Contrast], sesoi: float, primary=(), *, alpha
     rows = []
     for c in contrasts:
         role = "primary" if c.name in primary else "exploratory"
-        m = n_primary if role == "primary" else len(contrasts) - n_primary
-        rows.append(compare(c.a, c.b, sesoi, paired=c.paired, alpha=alpha, family_size=m, bounds=c.bounds or bounds,
-                            higher_is_better=higher_is_better, name=c.name, role=role))
+        m = n_primary if role == "primary" else len(contrasts) - n_primary + int(extra_exploratory)
+        higher = higher_is_better if c.higher_is_better is None else c.higher_is_better
+        rows.append(compare(c.a, c.b, sesoi if c.sesoi is None else c.sesoi, paired=c.paired, alpha=alpha,
+                            family_size=m, bounds=c.bounds or bounds, higher_is_better=higher, name=c.name, role=role))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

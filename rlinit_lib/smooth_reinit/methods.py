@@ -21,6 +21,8 @@ effective rank (plasticity), each arm against its matching control.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -28,7 +30,7 @@ from scipy.stats import fisher_exact
 
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.stats import wilson_interval
-from rlinit_lib.core.verdicts import COLUMNS, ROLES, Contrast, compare
+from rlinit_lib.core.verdicts import COLUMNS, Contrast, compare_family
 
 CATEGORY = {
     "minimalrl_schedule": "control", "eps0": "control", "eps0_skip": "control",
@@ -185,22 +187,13 @@ def contrast(per_run: pd.DataFrame, arm: str, control: str, column: str, name: s
 
 def verdict_family(planned: list[tuple], primary, extra_exploratory: int = 0, alpha: float = 0.05) -> pd.DataFrame:
     """``core.verdicts.compare_family`` for comparisons in several units: ``planned`` is a list of
-    (Contrast, sesoi, higher_is_better, {arm, control, measure, unit}). Those named in ``primary`` (declared
-    before the run) are tested at alpha, Bonferroni among themselves; all others form ONE exploratory family,
-    corrected together (Bonferroni over its size, plus ``extra_exploratory`` tests of that family made
-    elsewhere, e.g. Fisher's tests of collapse shares). Every row is ``core.verdicts.compare``'s, in its unit."""
-    names = [c.name for c, *_ in planned]
-    if len(set(names)) != len(names):
-        raise ValueError("comparison names must be distinct")
-    n_primary = sum(n in primary for n in names)
-    n_explore = len(names) - n_primary + int(extra_exploratory)
-    rows = []
-    for c, sesoi, higher, extra in planned:
-        role = ROLES[0] if c.name in primary else ROLES[1]
-        rows.append({**extra, **compare(c.a, c.b, sesoi, paired=c.paired, alpha=alpha, higher_is_better=higher,
-                                        family_size=n_primary if role == "primary" else n_explore, name=c.name,
-                                        role=role)})
-    return pd.DataFrame(rows, columns=EXTRA + COLUMNS)
+    (Contrast, sesoi, higher_is_better, {arm, control, measure, unit}); every contrast carries its own margin and
+    direction into the one family (``extra_exploratory``: tests of that family made elsewhere, e.g. Fisher's
+    tests of collapse shares), and the labels come back as columns beside each verdict row."""
+    contrasts = [dataclasses.replace(c, sesoi=sesoi, higher_is_better=higher) for c, sesoi, higher, _ in planned]
+    rows = compare_family(contrasts, None, primary, alpha=alpha, extra_exploratory=extra_exploratory)
+    labels = pd.DataFrame([extra for *_, extra in planned], columns=EXTRA)
+    return pd.concat([labels, rows], axis=1)[EXTRA + COLUMNS]
 
 
 def exploratory_size(family: pd.DataFrame, extra_exploratory: int = 0) -> int:
