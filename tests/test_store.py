@@ -201,14 +201,14 @@ def test_output_dir_under_a_file_is_named_in_one_line(tmp_path):
 
 
 def test_the_work_is_announced_before_the_first_trial(tmp_path, capsys):
-    trials = [Trial(f"t{i}", square, {"x": i}, work={"child epochs": 10**9}) for i in range(3)]
+    trials = [Trial(f"t{i}", square, {"x": i}, work={"child epochs": 10**9}) for i in range(6)]
     with RunStore(tmp_path, "nb", {"a": 1}) as s:
         run_trials(s, trials[:1])
         capsys.readouterr()
         run_trials(s, trials, desc="grid")
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "grid: 2 of 3 trials to run, 2,000,000,000 child epochs (serial, 2 workers)"
-    assert out[1].startswith("grid: the first trial took ")
+    assert out[0] == "grid: 5 of 6 trials to run, 5,000,000,000 child epochs (serial, 2 workers)"
+    assert out[1].startswith("grid: 3 of 5 trials done; about ") and out[1].endswith(" min to go")
 
 
 def test_an_upstream_run_is_read_checked_and_fingerprinted(tmp_path):

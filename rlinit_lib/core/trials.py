@@ -212,13 +212,13 @@ def run_trials(store, trials: Sequence[Trial], *, executor: str = "serial", work
             print(work_line(desc, todo, len(trials), executor, workers), flush=True)
         bar = progress_bar(len(todo), desc, progress)
         runner = EXECUTORS[executor](workers, **executor_options)
-        started = time.perf_counter()
+        first = None
         for n, (i, (status, out, seconds)) in enumerate(runner.run([(t.fn, t.kwargs) for t in todo])):
             t = todo[i]
-            if n == 0 and len(todo) > 1:
-                per = time.perf_counter() - started
-                print(f"{desc}: the first trial took {per:.1f} s; the {len(todo)} trials should take about "
-                      f"{per * len(todo) / max(1, min(workers, len(todo))) / 60:.1f} min", flush=True)
+            first = first or time.perf_counter()
+            if n == min(workers, len(todo) - 2) and n > 0:   # a steady rate: after the workers' first round
+                left = (time.perf_counter() - first) / n * (len(todo) - n - 1)
+                print(f"{desc}: {n + 1} of {len(todo)} trials done; about {left / 60:.1f} min to go", flush=True)
             if status == "ok":
                 out = dict(out)
                 log = out.pop("_log", None)

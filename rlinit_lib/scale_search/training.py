@@ -82,8 +82,10 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Accuracy of ``model`` on uint8 images ``x`` with labels ``y`` (eval mode; inputs in the model's dtype)."""
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Accuracy of ``model`` on uint8 images ``x`` with labels ``y`` (eval mode; inputs in the model's dtype).
+    Batches of 256: on the CPU, SimpleCNN evaluates 1.8x (bf16) to 1.6x (fp32) faster than in batches of 1,000
+    (BENCHMARKS.md, 2026-12-04), which pays for the validation split's extra evaluation."""
     was_training = model.training
     model.eval()
     correct = 0
