@@ -11,7 +11,6 @@ from torch import nn
 
 from rlinit_lib.core.data import normalise
 from rlinit_lib.core.params import ParameterError
-from rlinit_lib.core.stats import holm
 from rlinit_lib.initialisation.data_driven import (effective_scales, gradient_quotient, gradinit, gradinit_objective,
                                                    layer_output_stds, lsuv_init, metainit)
 from rlinit_lib.core.runtime import stream_seed
@@ -142,12 +141,6 @@ def test_every_arm_is_deterministic_given_its_seed(synthetic, arm):
 def test_bad_input_fails_in_one_line_before_work(kw, msg):
     with pytest.raises(ParameterError, match=msg):
         InitMethodsConfig.from_dict(kw)
-
-
-def test_holm_adjusts_a_family_of_p_values():
-    adj = holm([0.01, 0.04, 0.03, np.nan])
-    np.testing.assert_allclose(adj[:3], [0.03, 0.06, 0.06])
-    assert np.isnan(adj[3])
 
 
 TINY02 = dict(min_scale=0.75, max_scale=1.5, n_scales=4, seeds=2, crn_seeds=0, epochs=2, horizons=[1], proxy_horizon=1,

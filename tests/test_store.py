@@ -1,4 +1,5 @@
 """The run store and the trial executor: atomic trials, one-line refusals, executors that agree."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -183,13 +184,31 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_killed_writers_lock_i
         pass
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
-def test_unwritable_places_are_named_in_one_line(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    with pytest.raises(ParameterError, match=r"cannot be created here \(permission denied\)"):
-        RunStore(ro / "out", "nb", {"a": 1})
+@contextlib.contextmanager
+def immutable(path: Path):
+    """``chattr +i path`` for the block (so that even root cannot write it), undone afterwards; skips the test
+    where the filesystem or the user cannot set the flag."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_an_immutable_directory_and_a_read_only_store_are_named_in_one_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with immutable(locked):
+        with pytest.raises(ParameterError, match=r"^output_dir '.*locked/out' cannot be created here \(permission "
+                                                 r"denied\): use another output_dir$"):
+            RunStore(locked / "out", "nb", {"a": 1})
+    with RunStore(tmp_path / "s", "nb", {"a": 1}):
+        pass
+    with immutable(tmp_path / "s" / STORE_FILE):
+        with pytest.raises(StoreError, match=r"store.sqlite cannot be written \(attempt to write a readonly database\): "
+                                             r"make it writable, or use another output_dir$"):
+            RunStore(tmp_path / "s", "nb", {"a": 1}, {"a": 1})
 
 
 def test_output_dir_under_a_file_is_named_in_one_line(tmp_path):

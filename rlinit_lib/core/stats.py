@@ -142,20 +142,6 @@ def difference_by_seed(a, b, column: str, key: str = "seed", confidence: float =
     return {**welch(a[column], b[column], confidence), "test": "Welch"}
 
 
-def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate; NaN stays
-    NaN and is not counted). Compare the adjusted values with 0.05."""
-    p = np.asarray(p_values, float)
-    out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m, running = len(order), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        out[i] = running
-    return out
-
-
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion ``successes / n``."""
     if n == 0:
