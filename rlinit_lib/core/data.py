@@ -239,6 +239,15 @@ def read_idx_gz(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
 
 
+def check_dataset(cfg) -> str:
+    """Load the dataset a config names (``dataset``, ``data_root``, ``train_subset``, ``test_subset``,
+    ``val_size``) before any work, so a missing one is a one-line ``DatasetNotFoundError`` saying how to get it;
+    returns where it was found."""
+    data = load_dataset(cfg.dataset, cfg.data_root, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                        val_size=cfg.val_size)
+    return f"{cfg.dataset} from {data.source}"
+
+
 @functools.lru_cache(maxsize=4)
 def load_cached(name: str, root: str, train_subset: int | None, test_subset: int | None,
                 device: str = "cpu", val_size: int | None = None) -> ImageData:

@@ -28,7 +28,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rlinit_lib.core.data import DATASET_CHANNELS, DATASET_CLASSES, DATASETS, DEFAULT_VAL_SIZE, ImageData, load_cached
+from rlinit_lib.core.data import (DATASET_CHANNELS, DATASET_CLASSES, DATASETS, DEFAULT_VAL_SIZE, ImageData,
+                                  check_dataset, load_cached)
 from rlinit_lib.core.notebook import Report, fmt, upstream_dir
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, Str, param
 from rlinit_lib.core.plots import band_plot
@@ -80,6 +81,9 @@ class KerasValidationConfig(RunFields):
             return resolve_precision(self.precision, ("keras", shape, self.batch_size),
                                      probe_step(shape, 10, self.batch_size),
                                      stored=stored_identity(self.output_dir).get("precision"))
+
+    def check_data(self) -> str:
+        return check_dataset(self)
 
     def resolve_s_proxy(self) -> tuple[float, str]:
         """(s_proxy, a sentence saying where it came from)."""

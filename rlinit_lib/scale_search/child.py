@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, DEFAULT_VAL_SIZE, load_cached
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, DEFAULT_VAL_SIZE, check_dataset, load_cached
 from rlinit_lib.core.params import Choice, Config, Float, Int, Str, param
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import device_rule, environment_info, pick_device
@@ -49,6 +49,9 @@ class ChildTraining(Config):
     activation: str = param("silu", Choice(tuple(ACTIVATIONS)))  # silu | relu | gelu | tanh
     device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
     precision: str = param("auto", Choice(PRECISIONS))         # fp32 | bf16 | auto (bf16 where measured faster)
+
+    def check_data(self) -> str:
+        return check_dataset(self)
 
     def precision_record(self) -> dict:
         """``{"requested", "chosen", "probe"}``: ``auto`` keeps the precision of an existing store in
