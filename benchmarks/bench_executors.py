@@ -28,7 +28,9 @@ from benchmarks.bench_training import save_report
 from rlinit_lib.core.runtime import environment_info
 from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.trials import Trial, run_trials
-from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig, run_grid
+from rlinit_lib.core.study import run
+from rlinit_lib.scale_search import proxy_fidelity as pf
+from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig
 
 LAYOUTS = ("serial:1", "processes:1", "ray:1")
 
@@ -64,7 +66,7 @@ def main(argv=None) -> dict:
                                                      "output_dir": str(tmp / f"{ex}-{threads}-{r}")})
             chosen = cfg.precision_record()
             start = time.perf_counter()
-            tables[name] = run_grid(cfg)
+            tables[name] = run(pf, cfg).runs
             seconds[name].append(time.perf_counter() - start)
             print(f"repeat {r}: {name:<12} {seconds[name][-1]:8.1f} s", flush=True)
     same = {name: next((tables[other].equals(tables[name]) for other, _, t in layouts

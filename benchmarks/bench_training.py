@@ -27,11 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlinit_lib.scale_search.batched import train_many
+from rlinit_lib.children.batched import train_many
 from rlinit_lib.core.data import DATASETS, ImageData, load_dataset
 from rlinit_lib.core.runtime import environment_info, pick_device
 from rlinit_lib.core.precision import resolve_precision
-from rlinit_lib.scale_search.training import build_child, probe_step, train_and_evaluate
+from rlinit_lib.children.training import build_child, probe_step, train_and_evaluate
 
 
 class PerImageDataset(torch.utils.data.Dataset):

@@ -13,7 +13,7 @@ Sections, each wrapped so that a failure is recorded as ``failed: <one line>`` a
   seconds per model-epoch (training plus its share of the final test evaluation, as bench_training
   counts it), images per second, x vs (a), peak GPU memory. Each timed path is first warmed up on a
   small subset (CUDA context, cuDNN plans, vmap), then timed for ``--train-epochs`` epochs.
-* ``search``: notebook 01's REINFORCE search over the He scale (``rlinit_lib.scale_search.search.run_search``,
+* ``search``: notebook 01's REINFORCE search over the He scale (``core.study.run`` of ``rlinit_lib.scale_search.search``,
   the dissertation's agent) with its children trained on synthetic CIFAR-shaped data (50,000 training
   images, of which the child config's ``val_size`` are held out where the library has a validation split).
   Episodes are 1 epoch, not the dissertation's 7 (the budget); the suite reports the measured 1-epoch
@@ -225,8 +225,8 @@ def _head(data, n: int):
 
 def section_training(s: "Settings", budget: Budget, out: dict) -> None:
     from benchmarks.bench_training import _timed, dissertation_loop
-    from rlinit_lib.scale_search.batched import train_many
-    from rlinit_lib.scale_search.training import train_and_evaluate
+    from rlinit_lib.children.batched import train_many
+    from rlinit_lib.children.training import train_and_evaluate
 
     device, epochs = s.device, s.train_epochs
     data = synthetic_data(s.train_images, s.test_images)
@@ -296,9 +296,11 @@ def section_training(s: "Settings", budget: Budget, out: dict) -> None:
 # ------------------------------------------------------------------------------------------ search
 
 def section_search(s: "Settings", budget: Budget, out: dict) -> None:
-    from rlinit_lib.scale_search.child import result_row
-    from rlinit_lib.scale_search.search import SearchConfig, run_search
-    from rlinit_lib.scale_search.training import train_and_evaluate
+    from rlinit_lib.children.child import result_row
+    from rlinit_lib.core.study import run
+    from rlinit_lib.scale_search import search
+    from rlinit_lib.scale_search.search import SearchConfig
+    from rlinit_lib.children.training import train_and_evaluate
 
     fields = {f.name for f in dataclasses.fields(SearchConfig)}
     tmp = Path(tempfile.mkdtemp(prefix="gpu-suite-search-"))
@@ -345,7 +347,7 @@ def section_search(s: "Settings", budget: Budget, out: dict) -> None:
             # a larger ``episodes`` extends the finished search in the same store (the notebook's resume)
             try:
                 with hard_limit(budget.left()):
-                    result = run_search(SearchConfig.from_dict({**params, "episodes": episodes}), evaluator=evaluator)
+                    result = run(search, SearchConfig.from_dict({**params, "episodes": episodes}), evaluator=evaluator)
             except OverBudget as err:
                 out["notes"] = [f"stopped after {episodes - 1} of {s.search_episodes} episodes: {err}"]
                 log("search: " + out["notes"][0])

@@ -8,7 +8,8 @@ executed by papermill from the repository root and the executed copy is written 
 and the data it needs are checked; a problem stops the run in one line. A notebook that fails does
 not stop the others: the run ends with a summary table (notebook, status, minutes, the one-line
 error) and exits 1. ``--prepare-only DIR`` writes the parameterised notebooks without running them
-(used by the nbval tests).
+(used by the nbval tests). ``--write-parameters`` rewrites every notebook's parameters cell from its
+config's defaults (a test checks that they agree).
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def parse_overrides(items: list[str] | None) -> dict:
 
 def check_profile(root: Path, jobs, params: list[dict]) -> str | None:
     """Every notebook's parameters and data, checked before any work; the first problem as one line."""
-    from rlinit_lib.registry import check_data, config_for
+    from rlinit_lib.registry import config_for
 
     configs = []
     for (nb, pfile), p in zip(jobs, params):
@@ -88,7 +89,7 @@ def check_profile(root: Path, jobs, params: list[dict]) -> str | None:
             return f"{pfile.relative_to(root)}: {type(exc).__name__}: {exc}"
     for nb, pfile, cfg in configs:
         try:
-            print(f"{nb.stem}: {check_data(cfg)}", flush=True)   # say where data came from (data_root or elsewhere)
+            print(f"{nb.stem}: {cfg.check_data()}", flush=True)   # say where data came from (data_root or elsewhere)
         except Exception as exc:
             return f"{nb.stem} ({pfile.relative_to(root)}): {type(exc).__name__}: {str(exc).splitlines()[0]}"
     return None
@@ -122,6 +123,28 @@ def error_line(exc: Exception) -> str:
     return f"{ename}: {first[0] if first else ''}"
 
 
+def write_parameters_cells(root: Path) -> list[str]:
+    """Rewrite every registered notebook's parameters cell from its config (``core.notebook.parameters_cell``,
+    keeping each line's comment); returns the notebooks whose cell changed."""
+    import json
+
+    from rlinit_lib.core.notebook import parameters_cell
+    from rlinit_lib.registry import NOTEBOOKS
+
+    changed = []
+    for name, cls in NOTEBOOKS.items():
+        path = root / "notebooks" / f"{name}.ipynb"
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+        old = "".join(cell["source"])
+        new = parameters_cell(cls, old)
+        if new != old:
+            cell["source"] = new
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(name)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="quick", help="a folder of params/: paper, quick, smoke or source_win")
@@ -132,12 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outputs-root", metavar="DIR",
                     help="put each notebook's results in DIR/<notebook> (and its executed copy in DIR) instead of the "
                          "profile's output_dir")
+    ap.add_argument("--write-parameters", action="store_true",
+                    help="rewrite the notebooks' parameters cells from the configs' defaults, then stop")
     args = ap.parse_args(argv)
 
     root = repo_root()
     if root is None or not (root / "notebooks").is_dir():
         raise SystemExit(f"run_notebooks must run inside the rlinit checkout (with notebooks/ and params/); "
                          f"{Path.cwd()} is not in one: cd into the checkout first")
+    if args.write_parameters:
+        print("rewrote:", ", ".join(write_parameters_cells(root)) or "nothing (every cell equals its config)")
+        return 0
     jobs = notebook_jobs(root, args.profile, args.only)
     if not jobs:
         raise SystemExit(f"no notebook has parameters in params/{args.profile}/")

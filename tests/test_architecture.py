@@ -1,13 +1,15 @@
-"""The layout is the architecture: core (leaf) < initialisation < one package per study < the notebook
-registry and runner. No module imports a higher layer or a sibling study."""
+"""The layout is the architecture: core (leaf) < initialisation < children (the child networks and their
+training) < one package per study < the notebook registry and runner. No module imports a higher layer or a sibling study."""
 import ast
 import subprocess
 import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "rlinit_lib"
-LAYER = {"core": 0, "initialisation": 1, "scale_search": 2, "keras_validation": 2, "smooth_reinit": 2,
-         "registry": 3, "run_notebooks": 3, "report_site": 3, "__init__": 3}
+STUDY = 3   # one package per study; studies never import each other
+LAYER = {"core": 0, "initialisation": 1, "children": 2, "scale_search": STUDY, "keras_validation": STUDY,
+         "smooth_reinit": STUDY, "init_methods": STUDY, "formula_search": STUDY,
+         "registry": 4, "run_notebooks": 4, "report_site": 4, "__init__": 4}
 
 
 def part(module: str) -> str:
@@ -41,7 +43,7 @@ def test_no_module_imports_a_higher_layer_or_a_sibling_study():
             theirs = part(mod) if mod != "rlinit_lib" else "__init__"
             if theirs == mine:
                 continue
-            if LAYER[theirs] > LAYER[mine] or (LAYER[theirs] == LAYER[mine] == 2):
+            if LAYER[theirs] > LAYER[mine] or (LAYER[theirs] == LAYER[mine] == STUDY):
                 bad.append(f"{path.relative_to(PKG)} imports {mod}")
     assert not bad, bad
 
@@ -65,5 +67,5 @@ def test_the_readme_layout_names_every_module():
     for path in PKG.rglob("*.py"):
         if path.name != "__init__.py":
             assert path.name in layout, f"README's layout section does not mention {path.relative_to(PKG)}"
-    for folder in ("core/", "initialisation/", "scale_search/", "keras_validation/", "smooth_reinit/", "benchmarks/"):
+    for folder in ("core/", "initialisation/", "children/", "init_methods/", "scale_search/", "keras_validation/", "smooth_reinit/", "benchmarks/"):
         assert folder in layout

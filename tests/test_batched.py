@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from rlinit_lib.scale_search.batched import train_many
-from rlinit_lib.scale_search.training import build_child, train_and_evaluate
+from rlinit_lib.children.batched import train_many
+from rlinit_lib.children.training import build_child, train_and_evaluate
 from rlinit_lib.core.params import ParameterError
 
 SCALES, SEEDS = [0.6, 1.0, 1.4], [3, 4, 5]

@@ -1,5 +1,6 @@
-"""Every notebook's run survives kill -9: the rerun's tables equal an uninterrupted run's. A damaged
-store and a changed setting are refused with one line."""
+"""Every study's run survives kill -9: the rerun's tables equal an uninterrupted run's. A damaged store, a changed
+setting and a bad parameter are refused with one line. Parametrised over the registry (and the toy study that
+is registered only in the tests), so a new study gets these tests by being registered."""
 import os
 import signal
 import sqlite3
@@ -14,9 +15,9 @@ import pytest
 from rlinit_lib.core.params import ParameterError
 from rlinit_lib.core.store import STORE_FILE, StoreError
 from rlinit_lib.core.trials import PAUSE_ENV
-from tiny_runs import CHANGED, TABLES, config, run
+from tiny_runs import changed_setting, config, run, studies_under_test, study
 
-NOTEBOOKS = list(TABLES)
+NOTEBOOKS = studies_under_test()
 SCRIPT = Path(__file__).parent / "tiny_runs.py"
 
 
@@ -40,8 +41,8 @@ def finished_units(path: Path) -> int:
         return 0
 
 
-def tables(out: Path, notebook: str) -> dict:
-    return {t: pd.read_csv(out / f"{t}.csv").drop(columns=["seconds"], errors="ignore") for t in TABLES[notebook]}
+def tables(out: Path, exported) -> dict:
+    return {t: pd.read_csv(out / f"{t}.csv").drop(columns=["seconds"], errors="ignore") for t in exported}
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
@@ -52,9 +53,9 @@ def test_killed_run_resumes_to_the_uninterrupted_tables(tmp_path, notebook):
     store = tmp_path / "cut" / STORE_FILE
     cut = finished_units(store)
     assert cut >= 1
-    run(notebook, config(notebook, tmp_path / "cut"))      # resume
-    run(notebook, config(notebook, tmp_path / "full"))     # uninterrupted
-    resumed, full = tables(tmp_path / "cut", notebook), tables(tmp_path / "full", notebook)
+    exported = run(notebook, config(notebook, tmp_path / "cut")).EXPORTS      # resume
+    run(notebook, config(notebook, tmp_path / "full"))                        # uninterrupted
+    resumed, full = tables(tmp_path / "cut", exported), tables(tmp_path / "full", exported)
     for name in full:
         pd.testing.assert_frame_equal(resumed[name], full[name], obj=f"{notebook}: {name}")
     assert finished_units(store) == finished_units(tmp_path / "full" / STORE_FILE)
@@ -72,8 +73,22 @@ def test_a_changed_setting_in_an_existing_output_dir_is_refused(tmp_path, notebo
 
     first = config(notebook, tmp_path / "o")
     RunStore(first.output_dir, first.notebook, first.identity()).close()   # as a first run leaves it
-    name, value = CHANGED[notebook]
+    name, value = changed_setting(notebook, tmp_path / "o")
     with pytest.raises(ParameterError) as err:
         run(notebook, config(notebook, tmp_path / "o", **{name: value}))
     assert str(err.value) == (f"output_dir {str(tmp_path / 'o')!r} holds a run with {name}={getattr(first, name)!r} "
                               f"(now {name}={value!r}); use another output_dir or delete it")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_bad_input_stops_before_work_in_one_line_naming_it(tmp_path, notebook):
+    out = tmp_path / "bad"
+    with pytest.raises(ParameterError, match=rf"^unknown parameter 'no_such_knob' for {notebook}"):
+        config(notebook, out, no_such_knob=1)
+    name, _ = changed_setting(notebook, out)      # an integer setting of the run's identity
+    for bad in (-10**12, "many"):
+        with pytest.raises(ParameterError) as err:
+            config(notebook, out, **{name: bad})
+        assert name in str(err.value) and "\n" not in str(err.value)
+    assert not out.exists()
+    assert study(notebook).QUESTION.endswith("?")

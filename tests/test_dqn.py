@@ -43,3 +43,17 @@ def test_bad_dqn_parameters():
         DQNConfig(noise_layer="fc1").validate()
     with pytest.raises(ParameterError, match=r"^rule must be one of 'standard', 'win'"):
         DQNConfig(rule="timeout").validate()
+    for field, value, message in (   # declarative rules: one line naming the field
+            ("episodes", 0, r"episodes must be an integer >= 1 \(got 0\)"),
+            ("gamma", 1.5, r"gamma must be a number >= 0 and <= 1 \(got 1\.5\)"),
+            ("epsilon", -0.1, r"epsilon must be a number >= 0 and <= 1 \(got -0\.1\)"),
+            ("init", "orthogonal", r"init must be one of 'he_scaled', 'xavier_uniform', 'pytorch_default' \(got 'orthogonal'\)"),
+            ("skip", "yes", r"skip must be one of True, False \(got 'yes'\)"),
+            ("redo_tau", 0.0, r"redo_tau must be a number > 0 and < 1 \(got 0\.0\)"),
+            ("buffer_limit", 16, r"buffer_limit must be an integer >= 32 \(batch_size\) \(got 16\)")):
+        with pytest.raises(ParameterError, match=f"^{message}$"):
+            DQNConfig(**{field: value}).validate()
+    with pytest.raises(ParameterError, match=r"^noisy_net must not be combined with noise_layer"):
+        DQNConfig(noisy_net=True, redo_every=5).validate()
+    with pytest.raises(ParameterError, match=r"^param_noise must not be combined with noise_layer$"):
+        DQNConfig(param_noise=True, noise_layer="fc3").validate()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from rlinit_lib.smooth_reinit.cartpole_vec import CartPoleVec
 from rlinit_lib.smooth_reinit.dqn import DQNConfig, QNet, train_dqn
-from rlinit_lib.smooth_reinit.dqn_batched import StackedAdam, flatten, huber_gradient, train_dqn_batched, unflatten
+from rlinit_lib.smooth_reinit.dqn_batched import StackedAdam, flatten, huber_gradients, train_dqn_batched, unflatten
 from rlinit_lib.core.params import ParameterError
 
 
@@ -24,10 +24,11 @@ def test_vectorised_cartpole_is_gymnasium_bit_for_bit(k):
     for _ in range(600):   # a noisy balancing controller keeps most poles up for hundreds of steps
         action = ((obs[:, 2] + 0.3 * obs[:, 3] + 0.01 * obs[:, 0] + 0.1 * obs[:, 1]) > 0).astype(np.int64)
         action = np.where(rng.random(k) < 0.1, 1 - action, action)
-        obs, terminated = vec.step(action, active)
+        obs, reward, terminated = vec.step(action, active)
+        assert np.array_equal(reward, active.astype(float))   # 1 on every step of an active member, else 0
         for i in np.flatnonzero(active):
             o, r, term, _, _ = envs[i].step(int(action[i]))
-            assert np.array_equal(o, obs[i]) and term == terminated[i] and r == 1.0
+            assert np.array_equal(o, obs[i]) and term == terminated[i] and r == reward[i]
             steps += 1
         active &= ~terminated
     assert steps > 250 * k
@@ -51,45 +52,72 @@ def test_hand_written_gradient_and_stacked_adam_match_autograd_and_torch_adam():
             loss.backward()
             opts[k].step()
         sel = torch.as_tensor(ks)
-        adam.step(ks, huber_gradient(unflatten(flat[sel], shapes), x[sel], a[sel], y[sel], skip[sel]))
+        grads = huber_gradients(unflatten(flat[sel], shapes), x[sel], a[sel], y[sel], skip[sel])
+        adam.step(ks, torch.cat([grads[n].reshape(len(ks), -1) for n in shapes], 1))
     assert list(adam.steps) == [30, 20, 30]
     assert torch.equal(flat, flatten(nets)[0])   # bit for bit
 
 
-def test_batched_runs_reproduce_the_faithful_path_exactly():
-    """Mixed variants in one batch, with learning, noise, skip, reset, shrink-and-perturb, a replay
-    buffer that wraps around, and the win rule: every run's returns equal train_dqn's."""
-    base = dict(episodes=30, learning_starts=150, buffer_limit=400, seed=0)
-    runs = [DQNConfig(**base),
-            DQNConfig(**base | {"seed": 1, "epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5}),
-            DQNConfig(**base | {"seed": 2, "epsilon": 0.3, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0,
-                                "noise_sigma": 0.1, "noise_in_target": False}),
-            DQNConfig(**base | {"seed": 3, "init": "he_scaled", "init_scale": 1.25, "reset_every": 7,
-                                "shrink_perturb_every": 11}),
-            DQNConfig(**base | {"seed": 4, "init": "xavier_uniform", "rule": "win", "win_steps": 30})]
+def same_run(got: dict, want: dict) -> bool:
+    """Returns, solve time, env steps, updates and every diagnostic value identical (NaN equal to NaN)."""
+    diag = lambda r: [{k: ("nan" if v != v else v) for k, v in d.items()} for d in r["diagnostics"]]  # noqa: E731
+    return all(got[k] == want[k] for k in ("returns", "solved_at", "env_steps", "updates")) and diag(got) == diag(want)
+
+
+BASE = dict(episodes=30, learning_starts=150, buffer_limit=400, diag_every=10)
+ARMS = {   # every arm of notebook 04 (and the options it combines), each a run of one mixed batch
+    "schedule": {},
+    "last_noise": {"epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5},
+    "skip_middle_noise": {"epsilon": 0.3, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0,
+                          "noise_sigma": 0.1, "noise_in_target": False},
+    "init_reset_shrink_perturb": {"init": "he_scaled", "init_scale": 1.25, "reset_every": 7, "shrink_perturb_every": 11},
+    "xavier_win_rule": {"init": "xavier_uniform", "rule": "win", "win_steps": 30},
+    "soft_shrink_perturb": {"epsilon": 0.0, "soft_sp_alpha": 1e-2},
+    "redo": {"epsilon": 0.1, "redo_every": 7, "redo_tau": 0.3, "skip": True},
+    "noisynet": {"epsilon": 0.0, "noisy_net": True},
+    "noisynet_explore": {"epsilon": 0.2, "noisy_net": True, "noisy_sigma0": 1.0},
+    "param_noise": {"epsilon": 0.0, "param_noise": True, "param_noise_every": 20, "param_noise_sigma": 0.05},
+    "param_noise_skip": {"epsilon": 0.0, "param_noise": True, "param_noise_every": 7, "skip": True,
+                         "reset_every": 9},
+}
+
+
+def test_batched_runs_reproduce_the_faithful_path_exactly_for_every_arm():
+    """One batch of every arm (three acting kinds: ordinary, NoisyNet, parameter noise), with learning, a replay
+    buffer that wraps around and the win rule: every run's returns, env steps, updates and diagnostics equal
+    train_dqn's, bit for bit."""
+    runs = [DQNConfig(**BASE | {"seed": i} | kw) for i, kw in enumerate(ARMS.values())]
     batched = train_dqn_batched(runs)
-    for run, got in zip(runs, batched):
+    for name, run, got in zip(ARMS, runs, batched):
         want = train_dqn(run)
-        assert got["returns"] == want["returns"] and got["solved_at"] == want["solved_at"], run
-    assert len(batched[4]["returns"]) < 30  # the win rule stopped that run early
-    assert sum(batched[0]["returns"]) > 30 * 9
+        assert same_run(got, want), name
+        assert (want["updates"] > 0 or name == "xavier_win_rule") and want["diagnostics"], name
+    by_name = dict(zip(ARMS, batched))
+    assert len(by_name["xavier_win_rule"]["returns"]) < 30      # the win rule stopped that run early
+    assert sum(by_name["schedule"]["returns"]) > 30 * 9
+    assert by_name["redo"]["diagnostics"][-1]["recycled_units"] > 0     # ReDo recycled units
+    sigmas = [d["param_noise_sigma"] for d in by_name["param_noise_skip"]["diagnostics"]]
+    assert sigmas[-1] != 0.05                                    # parameter noise adapted
 
 
 def test_a_run_playing_alone_reproduces_the_faithful_path():
-    """A batch of one always takes the scalar loop (``play_alone``): with noise, skip and exploration."""
+    """A batch of one always takes the scalar loop (``play_alone``; parameter noise: ``step``): with noise, skip,
+    exploration, NoisyNet and parameter noise."""
     base = dict(episodes=25, learning_starts=120, seed=5)
-    for run in (DQNConfig(**base | {"epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5}),
-                DQNConfig(**base | {"epsilon": 0.3, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0,
-                                    "noise_sigma": 0.1})):
+    for kw in ({"epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5},
+               {"epsilon": 0.3, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0, "noise_sigma": 0.1},
+               {"epsilon": 0.0, "noisy_net": True}, {"epsilon": 0.0, "param_noise": True, "param_noise_every": 10}):
+        run = DQNConfig(**base | kw)
         got, want = train_dqn_batched([run])[0], train_dqn(run)
-        assert got["returns"] == want["returns"] and sum(got["returns"]) > 25 * 8
+        assert same_run(got, want) and sum(got["returns"]) > 25 * 8, kw
 
 
 def test_wait_fraction_changes_the_schedule_not_the_results():
-    runs = [DQNConfig(episodes=25, learning_starts=100, seed=s, epsilon=0.2) for s in range(4)]
+    runs = [DQNConfig(episodes=25, learning_starts=100, seed=s, epsilon=0.2, **kw)
+            for s, kw in enumerate([{}, {}, {"redo_every": 5}, {"soft_sp_alpha": 0.01}])]
     a = train_dqn_batched(runs, wait_fraction=1.0)
     b = train_dqn_batched(runs, wait_fraction=0.3)
-    assert [r["returns"] for r in a] == [r["returns"] for r in b]
+    assert all(same_run(x, y) for x, y in zip(a, b))
 
 
 def test_bad_batched_arguments():
@@ -99,7 +127,7 @@ def test_bad_batched_arguments():
         train_dqn_batched([DQNConfig()], wait_fraction=0)
     with pytest.raises(ParameterError, match=r"^runs must be a non-empty list of DQNConfig"):
         train_dqn_batched([])
-    with pytest.raises(ParameterError, match=r"^learning_starts must be an integer >= 32 \(got 10\)$"):
+    with pytest.raises(ParameterError, match=r"^learning_starts must be an integer >= 32 \(batch_size\) \(got 10\)$"):
         train_dqn_batched([replace(DQNConfig(), learning_starts=10)])
 
 
@@ -126,3 +154,76 @@ def test_greedy_actions_equal_the_one_network_argmax_even_at_near_ties(monkeypat
                 assert all(policy.act(o[k].numpy(), k) == want[i, k] for i, o in enumerate(obs) for k in (0, 7))
         monkeypatch.setattr(db, "TIE", 0.0)      # without the re-check the batched product alone decides
         assert not np.array_equal([policy(o.numpy(), np.arange(40)) for o in obs], want)
+
+
+TASK_ARMS = {   # per task: the baseline, smooth re-init (last and middle layer), an init arm and the methods
+    "Acrobot-v1": (dict(episodes=3, learning_starts=150, buffer_limit=400, diag_every=1), {
+        "schedule": {},
+        "last_noise": {"epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5},
+        "middle_noise": {"epsilon": 0.1, "noise_layer": "fc2", "noise_decay": 1.0, "noise_sigma": 0.1},
+        "he_redo": {"init": "he_scaled", "init_scale": 1.25, "redo_every": 7, "redo_tau": 0.3},
+        "xavier_param_noise": {"init": "xavier_uniform", "epsilon": 0.0, "param_noise": True,
+                               "param_noise_every": 20, "param_noise_sigma": 0.05}}),
+    # MinAtar: a smaller batch and fewer updates keep the convolutional network's test short
+    "MinAtar-Breakout": (dict(episodes=20, learning_starts=100, buffer_limit=300, batch_size=8,
+                              updates_per_episode=2, diag_every=5), {
+        "schedule": {"epsilon": 0.2},
+        "last_noise": {"epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5},
+        "he_redo": {"init": "he_scaled", "init_scale": 1.25, "epsilon": 0.2, "redo_every": 3, "redo_tau": 0.3},
+        "noisynet": {"epsilon": 0.0, "noisy_net": True}}),
+}
+
+
+@pytest.mark.parametrize("task", list(TASK_ARMS))
+def test_batched_runs_reproduce_the_faithful_path_on_every_task(task):
+    """Acrobot (3 actions, MLP) and MinAtar Breakout (6 actions, the convolutional network, bool observations,
+    float16 replay): one batch of several arms equals train_dqn run by run, returns, steps, updates and
+    diagnostics bit for bit; ReDo recycles units (Breakout: filters of the convolution)."""
+    base, arms = TASK_ARMS[task]
+    runs = [DQNConfig(task=task, seed=i, **base | kw) for i, kw in enumerate(arms.values())]
+    batched = train_dqn_batched(runs)
+    for name, run, got in zip(arms, runs, batched):
+        want = train_dqn(run)
+        assert same_run(got, want), name
+        assert want["updates"] > 0 and want["diagnostics"], name
+    assert dict(zip(arms, batched))["he_redo"]["diagnostics"][-1]["recycled_units"] > 0
+
+
+def test_the_convolution_as_patches_equals_conv2d_and_its_gradient_is_autograds():
+    """qnet_layers' convolution (a linear layer on 3x3 patches) equals the Task's nn.Sequential network (same
+    weights) to float32 rounding of a 36-term sum; the stacked backward equals autograd's bit for bit."""
+    from rlinit_lib.smooth_reinit.tasks import get_task
+
+    task = get_task("MinAtar-Breakout")
+    torch.manual_seed(0)
+    nets = [QNet(task=task) for _ in range(3)]
+    ref = task.build_qnet()
+    layers = [m for m in ref if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    with torch.no_grad():
+        for m, name in zip(layers, ("fc1", "fc2", "fc3")):
+            m.weight.copy_(getattr(nets[0], name).weight)
+            m.bias.copy_(getattr(nets[0], name).bias)
+    x = torch.rand(3, 32, 10, 10, 4) < 0.2
+    with torch.no_grad():
+        want, got = ref(x[0]), nets[0](x[0].float())
+    assert torch.allclose(got, want, rtol=0, atol=64 * torch.finfo(torch.float32).eps * float(want.abs().max()))
+    flat, shapes = flatten(nets)
+    a, y = torch.randint(0, 6, (3, 32, 1)), torch.randn(3, 32, 1) * 0.01
+    grads = huber_gradients(unflatten(flat, shapes), x.float(), a, y, None)
+    for k, q in enumerate(nets):
+        F.smooth_l1_loss(q(x[k].float()).gather(1, a[k]), y[k]).backward()
+        for n, p in q.named_parameters():
+            assert torch.equal(p.grad, grads[n][k]), (k, n)
+
+
+def test_arms_that_do_not_apply_to_a_task_are_refused_in_one_line():
+    with pytest.raises(ParameterError, match=r"^skip needs fc1 and fc2 of one width; task 'MinAtar-Breakout' has a "
+                                             r"convolutional fc1 \(use skip=False\)$"):
+        DQNConfig(task="MinAtar-Breakout", skip=True).validate()
+    with pytest.raises(ParameterError, match=r"^rule 'win' .* is CartPole-v1's; task 'Acrobot-v1' needs rule='standard'$"):
+        DQNConfig(task="Acrobot-v1", rule="win").validate()
+    with pytest.raises(ParameterError, match=r"^task must be one of 'CartPole-v1', 'Acrobot-v1', 'MinAtar-Breakout' "
+                                             r"\(got 'Pong'\)$"):
+        DQNConfig(task="Pong").validate()
+    with pytest.raises(ParameterError, match=r"^skip must be True or False \(got 1\)$"):
+        DQNConfig(skip=1).validate()

@@ -6,8 +6,9 @@ from rlinit_lib.core.verdicts import seeds_needed as verdict_seeds_needed
 from rlinit_lib.scale_search.fidelity_stats import (CHANCE_ACCURACY, block_anova, disjoint_fidelity, horizon_report,
                                                     one_way_anova, same_run_spearman, scored, seeds_needed,
                                                     signal_to_noise, target_accuracy, target_choice)
-from rlinit_lib.scale_search.proxy_fidelity import (FidelityConfig, accuracy_array, fidelity_report, grid_jobs,
-                                                    run_grid)
+from rlinit_lib.core.study import run
+from rlinit_lib.scale_search import proxy_fidelity as pf
+from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig, accuracy_array, grid_jobs
 from rlinit_lib.initialisation.theory import critical_scales, gaussian_expectation
 from rlinit_lib.core.params import ParameterError
 SCALES = np.linspace(0.5, 1.5, 6)
@@ -170,7 +171,7 @@ def test_report_on_a_runs_table_keeps_diverged_runs_and_starts_with_the_sesoi_li
     cfg = small_cfg(tmp_path, seeds=4, crn_seeds=4, epochs=3, horizons=[1, 2], proxy_horizon=2, sesoi=0.01)
     runs = fake_runs()
     (tmp_path / "g").mkdir()
-    rep = fidelity_report(cfg, runs)
+    rep = pf.report(cfg, pf.FidelityResult(runs))
     per_scale = pd.read_csv(tmp_path / "g" / "per_scale.csv")
     test = accuracy_array(runs, "independent")
     expected = np.where(np.isfinite(test[2, :, 1]), test[2, :, 1], CHANCE_ACCURACY).mean()
@@ -207,20 +208,20 @@ def test_grid_jobs_give_crn_one_seed_per_seed_index(tmp_path):
 
 
 def test_grid_shapes_and_processes_executor_gives_the_serial_table(tmp_path):
-    serial = run_grid(small_cfg(tmp_path / "s"))
+    serial = run(pf, small_cfg(tmp_path / "s")).runs
     assert len(serial) == 12 * 2 and not serial.duplicated(["mode", "scale_index", "seed_index", "epoch"]).any()
     acc = accuracy_array(serial, "crn")
     assert acc.shape == (3, 2, 2) and np.isfinite(acc).all()
-    pooled = run_grid(small_cfg(tmp_path / "p", executor="processes", workers=2))
+    pooled = run(pf, small_cfg(tmp_path / "p", executor="processes", workers=2)).runs
     pd.testing.assert_frame_equal(serial, pooled)   # same seeds, same numbers, whatever the executor
-    again = run_grid(small_cfg(tmp_path / "s", seeds=3))   # one more seed: only its 3 networks are trained
+    again = run(pf, small_cfg(tmp_path / "s", seeds=3)).runs   # one more seed: only its 3 networks are trained
     assert len(again) == 15 * 2
     assert again.merge(serial, on=list(serial.columns)).shape[0] == len(serial)
 
 
 def test_report_tables_load_back_as_numbers(tmp_path):
     cfg = small_cfg(tmp_path)
-    rep = fidelity_report(cfg, run_grid(cfg))
+    rep = pf.report(cfg, run(pf, cfg))
     h = pd.read_csv(tmp_path / "g" / "horizon_report.csv")
     for col in ("spearman", "spearman_low", "spearman_high", "regret", "regret_low", "regret_high", "proxy_choice"):
         assert pd.api.types.is_float_dtype(h[col]), col

@@ -14,14 +14,16 @@ from rlinit_lib.core.params import ParameterError
 from rlinit_lib.initialisation.data_driven import (effective_scales, gradient_quotient, gradinit, gradinit_objective,
                                                    layer_output_stds, lsuv_init, metainit)
 from rlinit_lib.core.runtime import stream_seed
-from rlinit_lib.scale_search import init_methods as im
-from rlinit_lib.scale_search.init_methods import (ARMS, PRIMARY, InitMethodsConfig, arm_contrasts, arm_seed, arm_table,
-                                                  best_scale_per_width, best_validation_scale, init_methods_report,
-                                                  initialise_arm, leave_one_out_choices, run_init_methods,
+from rlinit_lib.core.study import run
+from rlinit_lib.init_methods import experiment as im
+from rlinit_lib.init_methods.experiment import (ARMS, PRIMARY, InitMethodsConfig, arm_contrasts, arm_seed, arm_table,
+                                                  best_scale_per_width, best_validation_scale,
+                                                  initialise_arm, leave_one_out_choices,
                                                   search_pays, transfer_by_seed, verdict_rows, width_contrasts,
                                                   width_seed)
-from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig, grid_jobs, run_grid
-from rlinit_lib.scale_search.training import build_child
+from rlinit_lib.scale_search import proxy_fidelity as pf
+from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig, grid_jobs
+from rlinit_lib.children.training import build_child
 
 
 def mlp(seed=0, scale=1.0):
@@ -156,19 +158,19 @@ def test_the_searched_scale_comes_from_02_on_the_same_data_or_the_run_stops_befo
     cfg = InitMethodsConfig.from_dict(TINY06 | {"output_dir": str(tmp_path / "06_init_methods")})
     with pytest.raises(ParameterError, match=r"^arm 'searched' needs a searched scale: 02_proxy_fidelity's results are "
                                              r"not in '.*': run 02_proxy_fidelity first"):
-        run_init_methods(cfg)
+        run(im, cfg)
     assert not (tmp_path / "06_init_methods").exists()
-    runs = run_grid(FidelityConfig.from_dict(TINY02 | {"output_dir": str(tmp_path / "02_proxy_fidelity")}))
+    runs = run(pf, FidelityConfig.from_dict(TINY02 | {"output_dir": str(tmp_path / "02_proxy_fidelity")})).runs
     best = runs[runs["epoch"] == 1].groupby("scale")["val_accuracy"].mean().idxmax()   # chosen on validation
     assert cfg.searched()[0] == best and "validation accuracy" in cfg.searched()[1]
     other = InitMethodsConfig.from_dict(TINY06 | {"output_dir": str(tmp_path / "06_init_methods"), "val_size": 32})
     assert other.searched()[0] is None and "val_size=64 (here 32)" in other.searched()[1]
 
-    result = run_init_methods(cfg)
+    result = run(im, cfg)
     assert len(result.runs) == 4 * 2 * 4 and len(result.widths) == 2 * 3 * 2
     assert result.widths["val_accuracy"].between(0, 1).all() and "val_accuracy" not in result.runs
     assert set(result.init["arm"]) == set(TINY06["arms"]) and (result.init.query("arm == 'lsuv'")["init_seconds"] > 0).all()
-    rep = init_methods_report(cfg, result)
+    rep = im.report(cfg, result)
     arms = pd.read_csv(tmp_path / "06_init_methods" / "arms.csv")
     assert arms["long_accuracy"].dtype == float and list(arms["arm"]) == TINY06["arms"]
     assert ((arms["long_ci_low"] >= 0) & (arms["long_ci_high"] <= 1)).all() and (arms["long_diverged_rate"] == 0).all()
@@ -179,14 +181,14 @@ def test_the_searched_scale_comes_from_02_on_the_same_data_or_the_run_stops_befo
     verdicts = text[text.index("## What this run found"):]
     assert verdicts.splitlines()[1].startswith("Smallest effect of interest (declared before the run): **0.02 accuracy**")
     assert "## Width transfer" in text and set(rep.figures()) >= {"arms", "layer_scales", "width_transfer"}
-    again = run_init_methods(cfg)        # resumes: nothing retrained, same tables
+    again = run(im, cfg)        # resumes: nothing retrained, same tables
     pd.testing.assert_frame_equal(again.runs, result.runs)
     # issue 25: 02 changes under 06 (here: more seeds, so its best scale may move) -> 06 refuses, never relabels
-    run_grid(FidelityConfig.from_dict(TINY02 | {"output_dir": str(tmp_path / "02_proxy_fidelity"),
-                                                "seeds": TINY02["seeds"] + 1}))
+    run(pf, FidelityConfig.from_dict(TINY02 | {"output_dir": str(tmp_path / "02_proxy_fidelity"),
+                                                "seeds": TINY02["seeds"] + 1})).runs
     with pytest.raises(ParameterError, match=r"^output_dir '.*06_init_methods': 02_proxy_fidelity's results changed "
                                              r"since this run \(digest: .*\); use another output_dir or delete it$"):
-        run_init_methods(cfg)
+        run(im, cfg)
 
 
 def test_without_02s_validation_accuracy_the_run_says_rerun_02(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from rlinit_lib.initialisation.initialisers import fan_in, initialise
-from rlinit_lib.scale_search.networks import SimpleCNN
+from rlinit_lib.children.networks import SimpleCNN
 from rlinit_lib.core.params import ParameterError
 
 

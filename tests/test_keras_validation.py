@@ -9,8 +9,10 @@ import pytest  # noqa: E402
 keras = pytest.importorskip("keras")
 
 from rlinit_lib.keras_validation.model import KeepBestWeights, ScaledHeNormal, build_vgg_swish  # noqa: E402
-from rlinit_lib.keras_validation.experiment import (RUN_COLUMNS, KerasValidationConfig, compare,  # noqa: E402
-                                                   run_validation, validation_report, verdict)
+from rlinit_lib.core.study import run  # noqa: E402
+from rlinit_lib.keras_validation import experiment as kv  # noqa: E402
+from rlinit_lib.keras_validation.experiment import (RUN_COLUMNS, KerasValidationConfig,  # noqa: E402
+                                                   comparison as compare, verdict_text as verdict)
 from rlinit_lib.core.params import ParameterError  # noqa: E402
 from rlinit_lib.core.runtime import stream_seed  # noqa: E402
 
@@ -64,18 +66,19 @@ def test_tiny_fit_validates_on_the_validation_split_and_reports_test(tmp_path, m
     cfg = KerasValidationConfig(s_proxy=1.25, seeds=2, epochs=2, dataset="synthetic", train_subset=128, test_subset=64,
                                 val_size=32, wandb_mode="disabled", progress=False, executor="serial",
                                 output_dir=str(tmp_path / "k"))
-    runs, hist = run_validation(cfg)
+    r = run(kv, cfg)
+    runs, hist = r.runs, r.histories
     assert seen["fit"] == [(128, 32)] * 4                      # validation_data: the 32 held-out images, not the test set
     assert seen["evaluate"] == [32, 32, 64, 64] * 4            # val after each epoch (inside fit); then test, last & best
     assert len(runs) == 4 and set(runs["scale"]) == {1.0, 1.25} and len(hist) == 8 and list(runs.columns) == RUN_COLUMNS
     assert runs[["test_accuracy", "final_test_accuracy", "best_val_accuracy"]].stack().between(0, 1).all()
     best = hist.loc[hist.groupby(["scale", "seed_index"])["val_accuracy"].idxmax()]   # the earliest best epoch
     assert list(runs["best_epoch"]) == list(best["epoch"]) and not runs["diverged"].any()
-    again, _ = run_validation(cfg)  # resumes: nothing left to train
+    again = run(kv, cfg).runs  # resumes: nothing left to train
     pd.testing.assert_frame_equal(again, runs)
     result = compare(runs, 1.25, cfg.sesoi)
     assert list(result["per_scale"]["n"]) == [2, 2] and list(result["rows"]["test"]) == ["paired t"]
-    rep = validation_report(cfg, runs, hist)
+    rep = kv.report(cfg, r)
     assert "No 02_proxy_fidelity results" in rep.text() and "run 02_proxy_fidelity first" in rep.text()
     assert "## Verdict\nSmallest effect of interest (declared before the run): **0.005 accuracy**" in rep.text()
     assert "bootstrap" not in rep.text()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from rlinit_lib.scale_search.networks import SimpleCNN
+from rlinit_lib.children.networks import SimpleCNN
 from rlinit_lib.core.params import ParameterError
 
 

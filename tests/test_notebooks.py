@@ -10,7 +10,7 @@ import papermill as pm
 import pytest
 import yaml
 
-from rlinit_lib.core.notebook import parameters_since, repo_root
+from rlinit_lib.core.notebook import parameters_cell, parameters_since, repo_root
 from rlinit_lib.registry import NOTEBOOKS
 from rlinit_lib.run_notebooks import main, notebook_jobs
 
@@ -40,6 +40,10 @@ def test_every_notebook_is_registered_and_its_parameters_cell_is_its_config_defa
         values = cell_values(ROOT / "notebooks" / f"{name}.ipynb")
         assert values.pop("profile") is None, name
         assert values == cls.defaults(), name
+        cell = next(c for c in json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+                    if "parameters" in c["metadata"].get("tags", []))
+        source = "".join(cell["source"])
+        assert parameters_cell(cls, source) == source, f"{name}: run python -m rlinit_lib.run_notebooks --write-parameters"
 
 
 def test_a_profile_fills_the_parameters_left_at_their_defaults(tmp_path):

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from rlinit_lib.core import precision as P
 from rlinit_lib.core.data import normalise
 from rlinit_lib.core.params import ParameterError
-from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig, run_grid
-from rlinit_lib.scale_search.training import build_child, train_and_evaluate
+from rlinit_lib.core.study import run
+from rlinit_lib.scale_search import proxy_fidelity as pf
+from rlinit_lib.scale_search.proxy_fidelity import FidelityConfig
+from rlinit_lib.children.training import build_child, train_and_evaluate
 
 U = torch.finfo(torch.bfloat16).eps / 2     # bf16's unit roundoff, 2^-8 (8 significant bits)
 LAYERS = 5                                  # SimpleCNN's weight layers: 3 convolutions, 2 linear
@@ -123,25 +125,25 @@ def test_the_chosen_precision_is_the_runs_identity(tmp_path):
     out = tmp_path / "o"
     cfg = FidelityConfig.from_dict(tiny | {"output_dir": str(out), "precision": "auto"})
     chosen = cfg.precision_record()["chosen"]
-    run_grid(cfg)
+    run(pf, cfg).runs
     env = json.loads((out / "environment.json").read_text())
     assert env["precision"]["requested"] == "auto" and env["precision"]["chosen"] == chosen
     assert env["precision"]["probe"]["fp32_step_ms"] > 0
-    run_grid(FidelityConfig.from_dict(tiny | {"output_dir": str(out), "precision": chosen}))   # same identity
+    run(pf, FidelityConfig.from_dict(tiny | {"output_dir": str(out), "precision": chosen})).runs   # same identity
     other = "fp32" if chosen == "bf16" else "bf16"
     with pytest.raises(ParameterError, match=f"holds a run with precision='{chosen}' \\(now precision='{other}'\\)"):
-        run_grid(FidelityConfig.from_dict(tiny | {"output_dir": str(out), "precision": other}))
+        run(pf, FidelityConfig.from_dict(tiny | {"output_dir": str(out), "precision": other})).runs
     # auto resumes a store in the precision it was trained in, whatever a new probe would say
     forced = tmp_path / "forced"
-    run_grid(FidelityConfig.from_dict(tiny | {"output_dir": str(forced), "precision": other}))
+    run(pf, FidelityConfig.from_dict(tiny | {"output_dir": str(forced), "precision": other})).runs
     again = FidelityConfig.from_dict(tiny | {"output_dir": str(forced), "precision": "auto"})
     assert again.precision_record()["chosen"] == other
-    run_grid(again)
+    run(pf, again).runs
 
 
 def test_the_bf16_working_copy_is_bit_for_bit_bf16_autocast(synthetic):
     """Trainer's bf16 step (bf16 copy, fp32 master weights and Adam) computes exactly what autocast does."""
-    from rlinit_lib.scale_search.training import Trainer
+    from rlinit_lib.children.training import Trainer
 
     ref, mine = build_child(3, 10, 1.0, seed=1), Trainer(build_child(3, 10, 1.0, seed=1), 1e-3, "bf16")
     opt = torch.optim.Adam(ref.parameters(), lr=1e-3)

@@ -5,7 +5,7 @@ from gymnasium.utils.env_checker import check_env
 
 import rlinit_lib  # noqa: F401  (registers the environment)
 from rlinit_lib.scale_search.scale_env import ScaleEnv
-from rlinit_lib.scale_search.training import TrainResult
+from rlinit_lib.children.training import TrainResult
 from rlinit_lib.core.params import ParameterError
 
 

@@ -6,7 +6,9 @@ import pytest
 
 from rlinit_lib.core.params import ParameterError
 from rlinit_lib.core.trials import TrialsFailed
-from rlinit_lib.scale_search.search import SearchConfig, best_episode, run_search, search_report
+from rlinit_lib.core.study import run
+from rlinit_lib.scale_search import search
+from rlinit_lib.scale_search.search import SearchConfig, best_episode
 
 VOLATILE = ["seconds"]
 CALLS = []
@@ -33,12 +35,12 @@ def failing_child(child, scale, epochs, seed):
 
 
 def test_interrupted_search_resumes_to_the_same_table(tmp_path):
-    full = run_search(cfg(tmp_path, "full"), evaluator=toy_child)
+    full = run(search, cfg(tmp_path, "full"), evaluator=toy_child)
     CALLS.clear()
     with pytest.raises(TrialsFailed, match=r"^1 of 1 trials failed \(first: episode/2: RuntimeError: simulated crash\)"):
-        run_search(cfg(tmp_path, "cut"), evaluator=failing_child)
+        run(search, cfg(tmp_path, "cut"), evaluator=failing_child)
     CALLS.clear()
-    resumed = run_search(cfg(tmp_path, "cut"), evaluator=toy_child)
+    resumed = run(search, cfg(tmp_path, "cut"), evaluator=toy_child)
     assert len(CALLS) == 2 + 1 + 2 * 2   # episodes 2 and 3, the baseline, 2 re-check pairs: nothing repeated
     pd.testing.assert_frame_equal(full.table.drop(columns=VOLATILE), resumed.table.drop(columns=VOLATILE))
     pd.testing.assert_frame_equal(full.recheck, resumed.recheck)
@@ -46,7 +48,7 @@ def test_interrupted_search_resumes_to_the_same_table(tmp_path):
 
 
 def test_results_files_and_summary(tmp_path):
-    r = run_search(cfg(tmp_path, "a", episodes=3))
+    r = run(search, cfg(tmp_path, "a", episodes=3))
     out = tmp_path / "a"
     summary = json.loads((out / "results.json").read_text())
     assert summary["episodes"] == 3 and json.loads((out / "config.json").read_text())["seed"] == 42
@@ -60,15 +62,15 @@ def test_results_files_and_summary(tmp_path):
 
 
 def test_more_episodes_extend_a_finished_search(tmp_path):
-    short = run_search(cfg(tmp_path, "x", episodes=2, recheck_seeds=0), evaluator=toy_child)
-    longer = run_search(cfg(tmp_path, "x", episodes=4, recheck_seeds=0), evaluator=toy_child)
+    short = run(search, cfg(tmp_path, "x", episodes=2, recheck_seeds=0), evaluator=toy_child)
+    longer = run(search, cfg(tmp_path, "x", episodes=4, recheck_seeds=0), evaluator=toy_child)
     pd.testing.assert_frame_equal(short.table.drop(columns=VOLATILE),
                                   longer.table.drop(columns=VOLATILE).iloc[:2])
     assert len(longer.table) == 4
 
 
 def test_reinforce_with_larger_updates_normalises_returns_and_records_the_policy(tmp_path):
-    r = run_search(cfg(tmp_path, "b", episodes=8, update_every=4, recheck_seeds=0), evaluator=toy_child)
+    r = run(search, cfg(tmp_path, "b", episodes=8, update_every=4, recheck_seeds=0), evaluator=toy_child)
     assert r.table["policy_loss"].notna().sum() == 2          # one update per 4 episodes
     assert r.table["policy_std"].gt(0).all() and r.table["policy_mean_scale"].between(0.3, 1.7).all()
 
@@ -80,8 +82,8 @@ def test_best_episode_is_the_best_non_nan_at_the_longest_horizon():
 
 
 def test_report_has_the_figures_and_a_verdict(tmp_path):
-    r = run_search(cfg(tmp_path, "rep", episodes=5, recheck_seeds=3), evaluator=toy_child)
-    rep = search_report(r)
+    r = run(search, cfg(tmp_path, "rep", episodes=5, recheck_seeds=3), evaluator=toy_child)
+    rep = search.report(None, r)
     assert set(rep.figures()) == {"fig5_1_search_history", "reward_vs_scale"}
     text = rep.text()
     assert "Re-trained on 3 fresh paired seeds" in text and "Quadratic trend" in text
@@ -99,17 +101,17 @@ def test_reward_is_chosen_on_validation_unless_the_source_protocol_is_asked(tmp_
         seen.append(child["reward_split"])
         return toy_child(child, scale, epochs, seed)
 
-    run_search(cfg(tmp_path, "v", episodes=1, recheck_seeds=0), evaluator=spy)
-    run_search(cfg(tmp_path, "t", episodes=1, recheck_seeds=0, reward_split="test"), evaluator=spy)
+    run(search, cfg(tmp_path, "v", episodes=1, recheck_seeds=0), evaluator=spy)
+    run(search, cfg(tmp_path, "t", episodes=1, recheck_seeds=0, reward_split="test"), evaluator=spy)
     assert seen == ["val", "val", "test", "test"]   # an episode and the baseline each
     with pytest.raises(ParameterError, match=r"^reward_split must be one of 'val', 'test'"):
         SearchConfig.from_dict({"reward_split": "train"})
 
 
 def test_changed_configuration_in_same_output_dir_is_refused(tmp_path):
-    run_search(cfg(tmp_path, "y", episodes=1, recheck_seeds=0), evaluator=toy_child)
+    run(search, cfg(tmp_path, "y", episodes=1, recheck_seeds=0), evaluator=toy_child)
     with pytest.raises(ParameterError, match=r"holds a run with epochs=1 \(now epochs=2\); use another output_dir"):
-        run_search(cfg(tmp_path, "y", episodes=1, epochs=2, recheck_seeds=0), evaluator=toy_child)
+        run(search, cfg(tmp_path, "y", episodes=1, epochs=2, recheck_seeds=0), evaluator=toy_child)
 
 
 @pytest.mark.parametrize("values,msg", [

@@ -7,9 +7,10 @@ import yaml
 from rlinit_lib.core.params import ParameterError
 from rlinit_lib.core.runtime import derive_seed
 from rlinit_lib.core.store import StoreError
+from rlinit_lib.core.study import run
+from rlinit_lib.smooth_reinit import experiment as sr
 from rlinit_lib.smooth_reinit.experiment import (DQN_VARIANTS, GPT_VARIANTS, SmoothReinitConfig, analyse,
-                                                 compare_solving, primary_comparisons, run_dqn, run_gpt,
-                                                 smooth_reinit_report)
+                                                 compare_solving, primary_comparisons)
 from rlinit_lib.smooth_reinit.methods import run_metrics
 
 TINY = str(Path(__file__).parent / "data" / "tiny_text.txt")
@@ -39,22 +40,22 @@ def test_every_profile_of_notebook_04_is_valid():
 
 def test_a_dqn_only_run_leaves_the_gpt_tables_empty(tmp_path):
     c = cfg(tmp_path, gpt_variants=[])
-    losses = run_gpt(c)
-    assert losses.empty and not (tmp_path / "o" / "gpt_losses.csv").exists()
+    losses = run(sr, c).gpt_losses
+    assert losses.empty and pd.read_csv(tmp_path / "o" / "gpt_losses.csv").empty
     assert primary_comparisons(c) == ["eps0_last_noise vs eps0, area under the return curve"]
 
 
 def test_dqn_runs_resume_without_repeats_on_derived_seeds(tmp_path):
-    c = cfg(tmp_path)
-    first = run_dqn(cfg(tmp_path, dqn_seeds=2, dqn_variants=["eps0"])).returns
-    both = run_dqn(c).returns
+    c = cfg(tmp_path, gpt_variants=[])
+    first = run(sr, cfg(tmp_path, dqn_seeds=2, dqn_variants=["eps0"], gpt_variants=[])).dqn.returns
+    both = run(sr, c).dqn.returns
     assert len(first) == 2 * 5 and len(both) == 2 * 2 * 5
     assert not both.duplicated(["variant", "seed", "episode"]).any()
     assert sorted(set(both["seed"])) == sorted(derive_seed(0, s) for s in range(2))   # not seed + s
     m = run_metrics(both, 0, 5)
     assert len(m) == 4 and not m["solved"].any() and (m["to_solve"] == 5).all()  # 5 episodes never solve
     with pytest.raises((ParameterError, StoreError), match=r"holds a run with sesoi=25\.0 \(now sesoi=30\.0\)"):
-        run_dqn(cfg(tmp_path, sesoi=30.0))        # the margin is fixed before the run: another one is refused
+        run(sr, cfg(tmp_path, sesoi=30.0))        # the margin is fixed before the run: another one is refused
 
 
 def test_both_arms_unsolved_under_a_step_budget_give_no_sooner_or_later():
@@ -76,7 +77,8 @@ def test_both_arms_unsolved_under_a_step_budget_give_no_sooner_or_later():
 
 def test_the_report_opens_its_verdicts_with_the_margin_and_writes_plain_tables(tmp_path):
     c = cfg(tmp_path, dqn_variants=["minimalrl_schedule", "eps0", "eps0_last_noise", "eps0_noisynet"], diag_every=2)
-    rep = smooth_reinit_report(c, run_dqn(c), run_gpt(c))
+    result = run(sr, c)
+    rep = sr.report(c, result)
     verdict = rep.summary["verdict"]
     assert verdict.startswith("## What the data say\nSmallest effect of interest (declared before the run): **25 ")
     assert "Primary comparison: eps0_last_noise vs eps0, area under the return curve; noise_last_mlp_proj vs " \
@@ -92,15 +94,15 @@ def test_the_report_opens_its_verdicts_with_the_margin_and_writes_plain_tables(t
     family = rep.tables()["comparisons"]
     assert set(family["role"]) == {"primary", "exploratory"}
     assert (family.loc[family["role"] == "primary", "confidence"] == 1 - 0.05 / 2).all()   # two primary comparisons
-    res = analyse(c, run_dqn(c), run_gpt(c))
+    res = analyse(c, result.dqn, result.gpt_losses)
     explore = (family["role"] == "exploratory").sum() + len(res.collapses)
     assert (family.loc[family["role"] == "exploratory", "confidence"] == 1 - 0.05 / explore).all()
 
 
 def test_batched_and_one_at_a_time_dqn_runs_write_the_same_table(tmp_path):
-    kw = dict(dqn_variants=["eps0_skip_middle_noise", "eps0_last_reset"], dqn_episodes=12, dqn_chunk=3)
-    batched = run_dqn(cfg(tmp_path / "b", diag_every=3, **kw))
-    faithful = run_dqn(cfg(tmp_path / "f", dqn_batched=False, diag_every=3, **kw))
+    kw = dict(dqn_variants=["eps0_skip_middle_noise", "eps0_last_reset"], dqn_episodes=12, dqn_chunk=3, gpt_variants=[])
+    batched = run(sr, cfg(tmp_path / "b", diag_every=3, **kw)).dqn
+    faithful = run(sr, cfg(tmp_path / "f", dqn_batched=False, diag_every=3, **kw)).dqn
     key = ["variant", "seed", "episode"]
     for name in ("returns", "diagnostics"):   # diagnostics too: the same weights at the same checkpoints
         pd.testing.assert_frame_equal(getattr(batched, name).sort_values(key).reset_index(drop=True),
@@ -109,7 +111,7 @@ def test_batched_and_one_at_a_time_dqn_runs_write_the_same_table(tmp_path):
 
 
 def test_gpt_runs_place_noise_in_the_last_block(tmp_path):
-    losses = run_gpt(cfg(tmp_path))
+    losses = run(sr, cfg(tmp_path, dqn_variants=[])).gpt_losses
     assert set(losses["variant"]) == {"baseline", "noise_last_mlp_proj"} and set(losses["iter"]) == {0, 3, 6}
     final = losses[losses["iter"] == 6]
     assert final.groupby("variant")["val_loss"].apply(tuple).nunique() == 2  # the noise changed the runs

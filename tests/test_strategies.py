@@ -3,10 +3,13 @@ import pandas as pd
 import pytest
 
 from rlinit_lib.core.stats import interval
-from rlinit_lib.scale_search.strategy_comparison import (CHANCE_ACCURACY, ComparisonConfig, describe_verdict,
-                                                         comparison_report, reference_curve, run_comparison, score,
+from rlinit_lib.core.study import run
+from rlinit_lib.scale_search import strategy_comparison as sc
+from rlinit_lib.scale_search.strategy_comparison import (CHANCE_ACCURACY, ComparisonConfig, verdict_text,
+                                                         reference_curve, score,
                                                          strategy_verdicts, summarise)
-from rlinit_lib.scale_search.search import SearchConfig, run_search
+from rlinit_lib.scale_search import search
+from rlinit_lib.scale_search.search import SearchConfig
 from rlinit_lib.scale_search.strategies import STRATEGIES, make_strategy, run_strategy
 from rlinit_lib.core.params import ParameterError
 
@@ -60,13 +63,15 @@ def test_comparison_scores_against_reference(tmp_path):
     cfg = ComparisonConfig(strategies=["random", "grid", "successive_halving"], repeats=3, budget=70, epochs=7,
                            reference_scales=15, reference_seeds=2, tolerance=0.1, checkpoints=[0.5, 1.0],
                            output_dir=str(tmp_path / "c"), progress=False, device="cpu")
-    reference, histories = run_comparison(cfg, reward_fn=toy_reward)
+    r = run(sc, cfg, reward_fn=toy_reward)
+    reference, histories = r.reference, r.histories
     scores = score(histories, reference, cfg.budget, cfg.checkpoints, cfg.tolerance)
     assert scores["reference_best_scale"].iloc[0] == pytest.approx(PEAK, abs=0.1)
     assert (scores["regret"] >= -1e-9).all()   # the toy's validation and test curves are the same
     table = summarise(scores)
     assert set(table["strategy"]) == {"random", "grid", "successive_halving"} and (table["runs"] == 3).all()
-    again_ref, again = run_comparison(cfg, reward_fn=fail_if_called)   # everything is in the run store
+    r = run(sc, cfg, reward_fn=fail_if_called)
+    again_ref, again = r.reference, r.histories   # everything is in the run store
     pd.testing.assert_frame_equal(again, histories)
     pd.testing.assert_frame_equal(again_ref, reference)
 
@@ -79,7 +84,8 @@ def test_repeats_are_paired_and_the_verdict_is_a_paired_test(tmp_path):
     cfg = ComparisonConfig(strategies=["reinforce", "random", "grid"], repeats=4, budget=28, epochs=7,
                            reference_scales=15, reference_seeds=2, checkpoints=[1.0], wandb_mode="disabled", executor="serial",
                            output_dir=str(tmp_path / "c"), progress=False, device="cpu")
-    reference, histories = run_comparison(cfg, reward_fn=toy_reward)
+    r = run(sc, cfg, reward_fn=toy_reward)
+    reference, histories = r.reference, r.histories
     for rep, h in histories.groupby("repeat"):   # step i of every strategy trains with the same seed
         seeds = h.groupby("strategy")["seed"].apply(list)
         assert all(s == seeds.iloc[0] for s in seeds)
@@ -98,7 +104,7 @@ def test_repeats_are_paired_and_the_verdict_is_a_paired_test(tmp_path):
     for _, r in table.iterrows():   # regret intervals are the t interval of core.stats
         iv = interval(scores[scores["strategy"] == r["strategy"]]["regret"], bounds=(-1.0, 1.0))
         assert (r["regret_ci_low"], r["regret_ci_high"]) == pytest.approx((iv.low, iv.high), nan_ok=True)
-    rep = comparison_report(cfg, reference, histories)
+    rep = sc.report(cfg, sc.ComparisonResult(reference, histories))
     assert rep.summary["verdict"].split("\n")[1].startswith("Smallest effect of interest (declared before the run)")
     assert pd.read_csv(tmp_path / "c" / "comparisons.csv")["p_value"].dtype.kind == "f"
 
@@ -150,10 +156,10 @@ def test_the_primary_comparison_is_fixed_whatever_the_data():
     assert (v["role"] == "exploratory").sum() == 4
     assert np.allclose(v.loc[v["role"] == "exploratory", "confidence"], 1 - 0.05 / 4)   # one Bonferroni family
     assert v.loc[v["role"] == "primary", "verdict"].item() == "worse"   # lower regret is better
-    text = describe_verdict(v, 0.005)
+    text = verdict_text(v, 0.005)
     assert text.startswith("Smallest effect of interest") and "RL does not earn its place" in text
     no_primary = strategy_verdicts(fake_scores({"tpe": [0.0] * 3, "random": [0.01, 0.0, 0.02]}), 0.005)
-    assert "it was not run" in describe_verdict(no_primary, 0.005)
+    assert "it was not run" in verdict_text(no_primary, 0.005)
 
 
 def simulate(shift, runs, sesoi=0.005, sd=0.004, seed=0, names=("reinforce", "random", "tpe", "successive_halving")):
@@ -193,7 +199,7 @@ def test_search_with_another_strategy_and_bad_name(tmp_path):
     cfg = SearchConfig(episodes=3, epochs=1, strategy="random", dataset="synthetic", train_subset=256, test_subset=128,
                        recheck_seeds=0, device="cpu", wandb_mode="disabled", progress=False, executor="serial",
                        output_dir=str(tmp_path / "r"))
-    r = run_search(cfg)
+    r = run(search, cfg)
     assert len(r.table) == 3 and r.table["policy_std"].isna().all() and r.best["scale"] in set(r.table["scale"])
     with pytest.raises(ParameterError, match=r"^strategy must be one of 'reinforce', .*\(got 'bayes'\)$"):
         SearchConfig.from_dict({"strategy": "bayes"})

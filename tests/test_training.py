@@ -3,7 +3,7 @@ import math
 import pytest
 
 from rlinit_lib.scale_search.scale_env import reward_of
-from rlinit_lib.scale_search.training import train_and_evaluate
+from rlinit_lib.children.training import train_and_evaluate
 from rlinit_lib.core.params import ParameterError
 
 

@@ -1,5 +1,6 @@
-"""Tiny configs of every notebook and one function that runs them (used by the crash-safety and
-refusal tests, in this process or as ``python tests/tiny_runs.py NOTEBOOK OUTPUT_DIR``)."""
+"""Tiny configs of every study and one function that runs them (used by the crash-safety, refusal and bad-input
+tests, in this process or as ``python tests/tiny_runs.py NOTEBOOK OUTPUT_DIR``). ``studies_under_test()`` is the
+registry plus the toy study of ``toy_study.py``, which is registered only here."""
 import sys
 from pathlib import Path
 
@@ -22,43 +23,50 @@ TINY = {
                                  test_subset=64, val_size=64, device="cpu"),
     "06_init_methods": dict(arms=["he", "xavier_uniform"], seeds=2, proxy_epochs=1, long_epochs=4, widths=[],
                             dataset="synthetic", train_subset=128, test_subset=64, val_size=64, device="cpu"),
+    "07_formula_search": dict(testbed="mlp10_relu_sgd", searchers=["reinforce", "random"], repeats=2, budget=2,
+                              proxy_epochs=1, max_length=5, population=2, tournament=1, baselines=["he"],
+                              validation_seeds=2, long_epochs=1, transfer_testbeds=[], dataset="synthetic",
+                              train_subset=128, test_subset=64, val_size=64, device="cpu"),
 }
-TABLES = {"01_search": ["episodes", "recheck"], "02_proxy_fidelity": ["runs"], "03_keras_validation": ["runs"],
-          "04_smooth_reinit": ["dqn_returns", "dqn_diagnostics", "gpt_losses"], "05_search_strategies": ["reference", "histories"],
-          "06_init_methods": ["runs", "init"]}
-# a setting that changes results, and another value for it
-CHANGED = {"01_search": ("epochs", 2), "02_proxy_fidelity": ("epochs", 3), "03_keras_validation": ("epochs", 2),
-           "04_smooth_reinit": ("dqn_episodes", 6), "05_search_strategies": ("budget", 4),
-           "06_init_methods": ("long_epochs", 5)}
+
+
+def studies_under_test() -> list[str]:
+    from rlinit_lib.registry import STUDIES
+
+    return [*STUDIES, "toy_study"]
+
+
+def study(notebook: str):
+    """A registered study by its notebook name, or a module of the tests that follows ``core.study``."""
+    import importlib
+
+    from rlinit_lib.registry import STUDIES
+
+    return STUDIES[notebook] if notebook in STUDIES else importlib.import_module(notebook)
 
 
 def config(notebook: str, output_dir: str, **changes):
-    from rlinit_lib.registry import NOTEBOOKS
-
-    return NOTEBOOKS[notebook].from_dict(TINY[notebook] | COMMON | {"output_dir": str(output_dir)} | changes)
+    return study(notebook).Config.from_dict(TINY.get(notebook, {}) | COMMON | {"output_dir": str(output_dir)} | changes)
 
 
-def run(notebook: str, cfg) -> None:
-    """The notebook's training step (what its run cell calls)."""
-    if notebook == "01_search":
-        from rlinit_lib.scale_search.search import run_search
-        run_search(cfg)
-    elif notebook == "02_proxy_fidelity":
-        from rlinit_lib.scale_search.proxy_fidelity import run_grid
-        run_grid(cfg)
-    elif notebook == "03_keras_validation":
-        from rlinit_lib.keras_validation.experiment import run_validation
-        run_validation(cfg)
-    elif notebook == "04_smooth_reinit":
-        from rlinit_lib.smooth_reinit.experiment import run_dqn, run_gpt
-        run_dqn(cfg)
-        run_gpt(cfg)
-    elif notebook == "05_search_strategies":
-        from rlinit_lib.scale_search.strategy_comparison import run_comparison
-        run_comparison(cfg)
-    else:
-        from rlinit_lib.scale_search.init_methods import run_init_methods
-        run_init_methods(cfg)
+def run(notebook: str, cfg):
+    """What the notebook's run cell does: ``core.study.run``."""
+    from rlinit_lib.core.study import run as run_study
+
+    return run_study(study(notebook), cfg)
+
+
+def changed_setting(notebook: str, output_dir: str) -> tuple[str, object]:
+    """A setting that changes results (an integer in the run's identity) and another valid value for it."""
+    cfg = config(notebook, output_dir)
+    for name, value in cfg.identity().items():
+        if isinstance(value, int) and not isinstance(value, bool) and name in vars(cfg):
+            try:
+                config(notebook, output_dir, **{name: value + 1})
+                return name, value + 1
+            except Exception:
+                continue
+    raise AssertionError(f"{notebook} has no integer setting in its identity to change")
 
 
 def slow_square(x: float, pid_dir: str) -> dict:

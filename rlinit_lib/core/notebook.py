@@ -197,3 +197,52 @@ class Report:
             elif item[0] == "figure":
                 display(item[2])
                 plt.close(item[2])
+
+
+# ---- what every notebook says the same way, written once ----
+
+HOW_TO_RUN = """**Profiles.** The parameters cell holds the config's defaults, the source's settings (the `paper` profile).
+To run another profile in JupyterLab, set `profile = 'quick'` (or `'smoke'`) there and Run All: every parameter
+left at its default takes the value in `params/quick/{notebook}.yaml`, and a parameter you change keeps yours; a
+value given with papermill's `-p` always wins. From a terminal:
+`papermill notebooks/{notebook}.ipynb out.ipynb -f params/quick/{notebook}.yaml`.
+
+**Results and resuming.** Results go to `output_dir` (here `{output_dir}`: a run store, `store.sqlite`, plus CSV and
+PNG copies). Running again with the same `output_dir` resumes: finished trials are read back, never repeated, and
+a changed setting that affects results is refused. `executor = 'auto'` trains trials in one single-thread process
+per CPU core (the same tables as `'serial'`)."""
+
+
+class Markdown(str):
+    """Text that Jupyter shows as Markdown (and a terminal as plain text)."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def about(cfg) -> Markdown:
+    """How profiles and resuming work, for ``cfg``'s notebook: the paragraph every notebook shows after its config."""
+    return Markdown(HOW_TO_RUN.format(notebook=cfg.notebook, output_dir=cfg.output_dir))
+
+
+def parameters_cell(cls, old: str = "") -> str:
+    """The parameters cell of ``cls``'s notebook: ``profile`` then every field at its default (the study's own fields
+    first),
+    each line keeping the comment it had in ``old`` (``python -m rlinit_lib.run_notebooks --write-parameters`` rewrites
+    the cells)."""
+    comments = {}
+    for line in old.splitlines():
+        name, _, rest = line.partition("=")
+        if "#" in rest:
+            comments[name.strip()] = "#" + rest.split("#", 1)[1]
+    defaults, order = cls.defaults(), ["profile"]
+    for klass in cls.__mro__:        # the study's own fields first, then the shared groups it inherits
+        order += [k for k in vars(klass).get("__annotations__", {}) if k in defaults and k not in order]
+    values = {"profile": None, **{k: defaults[k] for k in order[1:]}}
+    width = max(len(f"{k} = {v!r}") for k, v in values.items() if k in comments) + 1 if comments else 0
+    lines = []
+    for name, value in values.items():
+        code = f"{name} = {value!r}"
+        lines.append(f"{code:<{width}}{comments[name]}".rstrip() if name in comments else code)
+    return "\n".join(lines)
+

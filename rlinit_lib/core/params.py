@@ -161,7 +161,16 @@ class Choice:
         check_choice(name, value, self.options)
 
 
-BOOL = Choice((True, False))
+@dataclass(frozen=True)
+class Bool:
+    """True or False, nothing else (``Choice((True, False))`` would take 1 and 0, which compare equal)."""
+
+    def __call__(self, name, value):
+        if not isinstance(value, bool):
+            raise ParameterError(f"{name} must be True or False (got {value!r})")
+
+
+BOOL = Bool()
 
 
 @dataclass(frozen=True)
@@ -245,6 +254,11 @@ class Config:
         is made; returns where the data was found. Configs with data override it (``core.data.check_dataset``)."""
         return "no data"
 
+    def check_upstream(self) -> None:
+        """Check, before the run store is made, what this run reads of an earlier notebook's results (one line
+        saying which notebook to run first). Run by ``core.study.run`` only, since a profile's notebooks are
+        checked together before the earlier ones have run."""
+
     def identity(self) -> dict:
         """The settings that change results (fields declared with ``identity=True``), and the version of
         the study's protocol (``PROTOCOL``), so a store written under an older protocol is refused."""
@@ -293,6 +307,12 @@ class RunFields(Config):
     trial_cpus: float = param(1.0, Float(low=0.0, low_open=True), identity=False)   # Ray resources of one trial
     trial_gpus: float = param(0.0, Float(low=0.0), identity=False)       # fractions let trials share a GPU
     trial_retries: int = param(2, Int(low=0), identity=False)            # Ray: reruns of a trial whose worker died
+
+    def environment(self) -> dict:
+        """What the run store records about the machine (configs that train on a device add it)."""
+        from rlinit_lib.core.runtime import environment_info   # core.runtime imports this module
+
+        return environment_info("cpu")
     wandb_mode: str = param("offline", Choice(WANDB_MODES), identity=False)
     wandb_project: str = param("rlinit", Str(), identity=False)
     output_dir: str = param("outputs/run", Str(), identity=False)

@@ -262,12 +262,3 @@ def work_line(desc: str, todo: Sequence[Trial], total: int, executor: str, worke
             work[k] = work.get(k, 0) + v
     what = "".join(f", {v:,.0f} {k}" for k, v in work.items())
     return f"{desc}: {len(todo)} of {total} trials to run{what} ({executor}, {workers} workers)"
-
-
-def run_config_trials(cfg, store, trials: Sequence[Trial], name: str, desc: str = "trials") -> dict[str, dict]:
-    """``run_trials`` with a notebook config's executor, tracking and progress settings (``RunFields``);
-    ``name`` names the tracked run."""
-    from rlinit_lib.core.tracking import Tracker
-
-    with Tracker.for_run(cfg, name) as tracker:
-        return run_trials(store, trials, **cfg.execution(), tracker=tracker, progress=cfg.progress, desc=desc)

@@ -34,10 +34,10 @@ from rlinit_lib.core.notebook import Report, fmt, upstream_dir
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, Str, param
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
-from rlinit_lib.core.runtime import derive_seed, environment_info, seed_everything
+from rlinit_lib.core.runtime import derive_seed, environment_info
 from rlinit_lib.core.stats import interval, transfer_agreement
 from rlinit_lib.core.store import RunStore, StoreError, read_upstream, stored_identity
-from rlinit_lib.core.trials import Trial, run_config_trials, torch_threads, trial_threads
+from rlinit_lib.core.trials import Trial, torch_threads, trial_threads
 from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
                                       verdict_table)
 
@@ -46,6 +46,9 @@ BASELINE = 1.0           # He-normal as Keras draws it
 CHANCE = 0.1             # every dataset of core.data has 10 classes: a diverged run scores 1/10
 RUN_COLUMNS = ["scale", "seed_index", "seed", "best_epoch", "best_val_accuracy", "final_val_accuracy", "test_accuracy",
                "final_test_accuracy", "final_val_loss", "diverged"]
+
+
+QUESTION = "Does the searched scale beat s = 1.0 on the VGG-style Keras CNN of the dissertation's Phase 2?"
 
 
 @dataclass
@@ -84,6 +87,10 @@ class KerasValidationConfig(RunFields):
 
     def check_data(self) -> str:
         return check_dataset(self)
+
+    def environment(self) -> dict:
+        """The environment record (Keras trains on the CPU here), with the precision and its probe."""
+        return {**environment_info("cpu"), "precision": self.precision_record()}
 
     def resolve_s_proxy(self) -> tuple[float, str]:
         """(s_proxy, a sentence saying where it came from)."""
@@ -139,6 +146,9 @@ class KerasValidationConfig(RunFields):
         return list(dict.fromkeys([BASELINE, self.resolve_s_proxy()[0], *map(float, self.extra_scales)]))
 
 
+Config = KerasValidationConfig
+
+
 def to_keras_arrays(data: ImageData) -> dict:
     """uint8 (N, C, H, W) -> float32 (N, H, W, C) in [0, 1] and one-hot labels, as the dissertation feeds Keras;
     one (x, y) pair per split: ``train``, ``val`` and ``test``."""
@@ -188,27 +198,26 @@ def keras_trial(scale: float, seed_index: int, seed: int, settings: dict) -> dic
             "_log": {"keras/scale": scale, "keras/test_accuracy": row["test_accuracy"]}}
 
 
-def run_validation(cfg: KerasValidationConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train every (scale, seed); returns (runs: one row per run, histories: one row per epoch)."""
-    cfg.validate()
-    scales = cfg.scales()
-    precision = cfg.precision_record()
-    store = RunStore.for_config(cfg, {**environment_info("cpu"), "precision": precision})
-    seed_everything(cfg.seed)
+@dataclass(frozen=True)
+class ValidationResult:
+    runs: pd.DataFrame          # one row per (scale, seed): RUN_COLUMNS
+    histories: pd.DataFrame     # one row per (scale, seed, epoch): Keras' history
+    EXPORTS = ("runs", "histories")
+
+
+def trials(cfg: KerasValidationConfig, run) -> None:
+    """Every (scale, seed), one trial each."""
     settings = {k: getattr(cfg, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "val_size",
                                              "epochs", "batch_size", "lr", "block_dropout", "dense_dropout")}
-    settings["precision"] = precision["chosen"]
-    trials = [Trial(f"{s!r}/{j}", keras_trial, {"scale": s, "seed_index": j, "seed": derive_seed(cfg.seed, j),
-                                                 "settings": settings}, work={"Keras epochs": cfg.epochs})
-              for s in scales for j in range(cfg.seeds)]
-    run_config_trials(cfg, store, trials, f"keras-seed{cfg.seed}", "keras runs")
-    keys = [t.key for t in trials]
-    runs = store.table("runs", RUN_COLUMNS, sort=["scale", "seed_index"], trials=keys)
-    histories = store.table("histories", sort=["scale", "seed_index", "epoch"], trials=keys)
-    store.export("runs", runs)
-    store.export("histories", histories)
-    store.close()
-    return runs, histories
+    settings["precision"] = cfg.precision_record()["chosen"]
+    run([Trial(f"{s!r}/{j}", keras_trial, {"scale": s, "seed_index": j, "seed": derive_seed(cfg.seed, j),
+                                           "settings": settings}, work={"Keras epochs": cfg.epochs})
+         for s in cfg.scales() for j in range(cfg.seeds)], "keras runs")
+
+
+def tables(cfg: KerasValidationConfig, store: RunStore, keys: list[str]) -> ValidationResult:
+    return ValidationResult(store.table("runs", RUN_COLUMNS, sort=["scale", "seed_index"], trials=keys),
+                            store.table("histories", sort=["scale", "seed_index", "epoch"], trials=keys))
 
 
 def scored(runs: pd.DataFrame, column: str = "test_accuracy", chance: float = CHANCE) -> np.ndarray:
@@ -255,7 +264,7 @@ def per_scale_table(runs: pd.DataFrame, chance: float = CHANCE) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compare(runs: pd.DataFrame, s_proxy: float, sesoi: float, baseline: float = BASELINE) -> dict:
+def comparison(runs: pd.DataFrame, s_proxy: float, sesoi: float, baseline: float = BASELINE) -> dict:
     """Table 5.1 extended and the verdict rows: s_proxy - baseline (primary) and any other scale - baseline
     (exploratory), each paired by seed (seed j gives both scales the same initial draws, scaled, and the same
     dropout masks and data order)."""
@@ -271,7 +280,12 @@ def primary_row(result: dict) -> dict | None:
     return None if found.empty else found.iloc[0].to_dict()
 
 
-def verdict(result: dict) -> str:
+def verdicts(cfg: KerasValidationConfig, result: ValidationResult) -> pd.DataFrame:
+    """s_proxy - 1.0 (primary) and every other scale - 1.0 (exploratory), paired by seed."""
+    return comparison(result.runs, cfg.resolve_s_proxy()[0], cfg.sesoi)["rows"]
+
+
+def verdict_text(result: dict) -> str:
     """The verdicts: the declared margin and primary comparison, then every comparison in ``core.verdicts``' words."""
     head = sesoi_line(result["sesoi"], "accuracy", f"s_proxy = {result['s_proxy']:g} against s = "
                       f"{result['baseline']:g}, test accuracy at each run's best validation epoch, paired by seed")
@@ -311,18 +325,19 @@ def plot_learning_curves(histories: pd.DataFrame):
     return fig
 
 
-def validation_report(cfg: KerasValidationConfig, runs: pd.DataFrame, histories: pd.DataFrame) -> Report:
+def report(cfg: KerasValidationConfig, result: ValidationResult) -> Report:
     """What notebook 03 shows: Table 5.1 extended, the verdict, Fig. 5.2 and the transfer check."""
     rep = Report(cfg.output_dir)
+    histories = result.histories
     s_proxy, source = cfg.resolve_s_proxy()
     rep.markdown(f"s_proxy = {s_proxy:g}, from {source}.")
-    result = compare(runs, s_proxy, cfg.sesoi)
+    result = comparison(result.runs, s_proxy, cfg.sesoi)
     rep.table("table_5_1", result["per_scale"], caption="## Table 5.1, extended\nTest accuracy per scale with the "
               "weights of each run's best validation epoch: mean, Student-t 95% interval (inside [0, 1]) and sd over "
               "seeds, a diverged run kept at chance (`diverged_rate`); the last epoch's test accuracy "
               "(`mean_final_test_accuracy`, the dissertation's protocol) and the best validation epoch next to it.")
     rep.table("comparisons", result["rows"], show=False)
-    rep.verdict("## Verdict\n" + verdict(result))
+    rep.verdict("## Verdict\n" + verdict_text(result))
     if (note := short_training_warning(histories)):
         rep.markdown(note)
     rep.markdown("## Learning curves (dissertation Fig. 5.2)")

@@ -31,7 +31,7 @@ from rlinit_lib.core.plots import band
 from rlinit_lib.core.store import StoreError, read_upstream
 from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.initialisation.theory import critical_scales
-from rlinit_lib.scale_search.training import build_child
+from rlinit_lib.children.training import build_child
 
 LAYER_NAMES = ("conv1", "conv2", "conv3", "fc1", "fc2")
 STD_RANGE = (1e-4, 1e4)      # fixed y range of the spread panels, so scales compare at a glance
@@ -84,10 +84,10 @@ class ScaleExplorer:
     """The explorer's state: its batch, its figure and its widgets (``box``)."""
 
     def __init__(self, x, y, search: pd.DataFrame | None = None, measured: pd.DataFrame | None = None,
-                 min_scale: float = 0.3, max_scale: float = 1.7, window: float = 0.05, batch: int = 32):
+                 min_scale: float = 0.3, max_scale: float = 1.7, batch: int = 32):
         import ipywidgets as widgets
 
-        self.x, self.y, self.search, self.window = x[:batch], y[:batch], search, window
+        self.x, self.y, self.search = x[:batch], y[:batch], search
         self.fig = Figure(figsize=(12.5, 3.9), dpi=80)
         FigureCanvasAgg(self.fig)
         self.ax_act, self.ax_grad, self.ax_meas = self.fig.subplots(1, 3)
@@ -200,10 +200,9 @@ class ScaleExplorer:
 
 
 def scale_explorer(x: torch.Tensor, y: torch.Tensor, search: pd.DataFrame | None = None,
-                   measured: pd.DataFrame | None = None, min_scale: float = 0.3, max_scale: float = 1.7,
-                   window: float = 0.05):
+                   measured: pd.DataFrame | None = None, min_scale: float = 0.3, max_scale: float = 1.7):
     """The explorer's widget: a scale slider and an activation dropdown above one figure that updates in place."""
-    return ScaleExplorer(x, y, search, measured, min_scale, max_scale, window).box
+    return ScaleExplorer(x, y, search, measured, min_scale, max_scale).box
 
 
 def explorer_for(cfg, search: pd.DataFrame | None = None):

@@ -29,17 +29,21 @@ from rlinit_lib.core.stats import interval, wilson_interval
 from rlinit_lib.core.verdicts import ACCURACY_DIFFERENCE, Contrast, compare_family, sesoi_line, verdict_table
 from rlinit_lib.core.params import (Choice, Float, Int, ListOf, ParameterError, RunFields, check_float, check_int,
                                     check_scale_range, param)
-from rlinit_lib.core.runtime import derive_seed, seed_everything
+from rlinit_lib.core.runtime import derive_seed
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.trials import Trial, run_config_trials
+from rlinit_lib.core.trials import Trial
 from rlinit_lib.initialisation.theory import critical_scales
-from rlinit_lib.scale_search.child import ChildTraining, train_child
+from rlinit_lib.children.child import ChildTraining, train_child
 from rlinit_lib.scale_search.fidelity_stats import (CHANCE_ACCURACY, horizon_report, scored,
                                                     seeds_needed, signal_to_noise, target_accuracy, target_choice)
 from rlinit_lib.scale_search.plotting import plot_accuracy_heatmap, plot_accuracy_vs_scale, plot_horizon_report
 
 RUN_COLUMNS = ["mode", "scale_index", "scale", "seed_index", "seed", "epoch", "val_accuracy", "test_accuracy",
                "train_loss", "nan_detected"]
+
+
+QUESTION = ("Does the 7-epoch proxy rank scales like long training, and is the effect of the scale bigger than seed "
+            "noise?")
 
 
 @dataclass
@@ -81,6 +85,9 @@ class FidelityConfig(ChildTraining, RunFields):
         return np.round(np.linspace(self.min_scale, self.max_scale, self.n_scales), 6)
 
 
+Config = FidelityConfig
+
+
 def grid_jobs(cfg: FidelityConfig) -> list[dict]:
     """Every (mode, scale, seed) run of the grid with its training seed."""
     jobs = []
@@ -103,21 +110,23 @@ def grid_trial(child: dict, job: dict, epochs: int) -> dict:
     return {"runs": rows, "_log": {"grid/scale": job["scale"], "grid/final_accuracy": r.test_accuracy}}
 
 
-def run_grid(cfg: FidelityConfig) -> pd.DataFrame:
-    """Train the grid (resuming from the run store); returns the long table of RUN_COLUMNS."""
-    cfg.validate()
-    store = RunStore.for_config(cfg, cfg.environment())
-    seed_everything(cfg.seed)
+@dataclass(frozen=True)
+class FidelityResult:
+    runs: pd.DataFrame          # one row per (mode, scale, seed, epoch): RUN_COLUMNS
+    EXPORTS = ("runs",)
+
+
+def trials(cfg: FidelityConfig, run) -> None:
+    """Every (mode, scale, seed) network of the grid, one trial each."""
     child = cfg.child()
-    trials = [Trial(f"{j['mode']}/{j['scale_index']}/{j['seed_index']}", grid_trial,
-                    {"child": child, "job": j, "epochs": cfg.epochs}, work={"child epochs": cfg.epochs})
-              for j in grid_jobs(cfg)]
-    run_config_trials(cfg, store, trials, f"fidelity-seed{cfg.seed}", "grid networks")
-    runs = store.table("runs", RUN_COLUMNS, sort=["mode", "scale_index", "seed_index", "epoch"],
-                       trials=[t.key for t in trials])
-    store.export("runs", runs)
-    store.close()
-    return runs
+    run([Trial(f"{j['mode']}/{j['scale_index']}/{j['seed_index']}", grid_trial,
+               {"child": child, "job": j, "epochs": cfg.epochs}, work={"child epochs": cfg.epochs})
+         for j in grid_jobs(cfg)], "grid networks")
+
+
+def tables(cfg: FidelityConfig, store: RunStore, keys: list[str]) -> FidelityResult:
+    return FidelityResult(store.table("runs", RUN_COLUMNS, sort=["mode", "scale_index", "seed_index", "epoch"],
+                                      trials=keys))
 
 
 def accuracy_array(runs: pd.DataFrame, mode: str, column: str = "test_accuracy") -> np.ndarray:
@@ -185,7 +194,12 @@ def pair_contrasts(cfg: FidelityConfig, acc: dict) -> pd.DataFrame:
     return compare_family(contrasts, cfg.sesoi, primary=(), bounds=ACCURACY_DIFFERENCE)
 
 
-def describe(cfg: FidelityConfig, fid: pd.DataFrame, snr: dict, need: pd.DataFrame, pairs: pd.DataFrame,
+def verdicts(cfg: FidelityConfig, result: FidelityResult) -> pd.DataFrame:
+    """The exploratory pair comparisons (one family); the primary, the proxy's rank agreement, is ``fidelity_rows``."""
+    return pair_contrasts(cfg, scored_arrays(result.runs))
+
+
+def verdict_text(cfg: FidelityConfig, fid: pd.DataFrame, snr: dict, need: pd.DataFrame, pairs: pd.DataFrame,
              diverged: pd.DataFrame) -> str:
     """The verdict paragraph (markdown): the sesoi line, the primary rank agreement with its interval,
     the regret of trusting the proxy, the variance decomposition, seeds needed and the exploratory family."""
@@ -242,12 +256,12 @@ def per_scale_table(cfg: FidelityConfig, val: np.ndarray, test: np.ndarray, raw:
                          "diverged_rate": np.mean(~np.isfinite(raw[:, :, -1]), axis=1)})
 
 
-def fidelity_report(cfg: FidelityConfig, runs: pd.DataFrame) -> Report:
+def report(cfg: FidelityConfig, result: FidelityResult) -> Report:
     """Everything notebook 02 shows: theory reference, accuracy over scale and epoch, rank agreement per
     horizon (disjoint seeds), the variance decomposition, seeds needed, the exploratory pair comparisons,
     and the verdict. Writes ``per_scale.csv``."""
     rep = Report(cfg.output_dir)
-    scales = cfg.scales
+    runs, scales = result.runs, cfg.scales
     acc = scored_arrays(runs)
     shown = sorted(set(cfg.horizons) | {cfg.epochs})
     diverged = divergence_table(runs)
@@ -291,11 +305,11 @@ def fidelity_report(cfg: FidelityConfig, runs: pd.DataFrame) -> Report:
     rep.table("seeds_needed", need, caption=f"Seeds per scale at which s = {need['scale_a'].iloc[0]:g} against "
               f"s = {need['scale_b'].iloc[0]:g} would be decided within +-{cfg.sesoi:g} (the declared sesoi, the same "
               "for both designs) with 80% power, from the observed spread (paired under CRN), with a 95% interval")
-    pairs = pair_contrasts(cfg, acc)
+    pairs = verdicts(cfg, result)
     rep.table("comparisons", pairs, show=False)
 
     primary_snr = signal_to_noise(test, cfg.proxy_horizon)
-    rep.verdict("## What this run found\n" + describe(cfg, fid, primary_snr, need, pairs, diverged))
+    rep.verdict("## What this run found\n" + verdict_text(cfg, fid, primary_snr, need, pairs, diverged))
     rep.table("per_scale", per_scale_table(cfg, val, test, accuracy_array(runs, "independent"), shown),
               caption=f"Per-scale means over independent seeds (`accuracy`: test accuracy at the proxy horizon, "
               f"{cfg.proxy_horizon} epochs, diverged runs at chance; `val_accuracy`: the same on validation); "

@@ -21,15 +21,13 @@ import numpy as np
 
 from rlinit_lib.core.data import DATASETS, DEFAULT_VAL_SIZE, ImageData, load_dataset
 from rlinit_lib.initialisation.activations import ACTIVATIONS
-from rlinit_lib.scale_search.batched import train_many
-from rlinit_lib.scale_search.child import MAX_REWARD, NAN_REWARD, reward_of  # noqa: F401 (re-exported)
-from rlinit_lib.scale_search.training import TrainResult, train_and_evaluate
+from rlinit_lib.children.child import MAX_REWARD, NAN_REWARD, reward_of  # noqa: F401 (re-exported)
+from rlinit_lib.children.training import TrainResult, train_and_evaluate
 from rlinit_lib.core.params import (ParameterError, check_choice, check_float, check_int, check_optional_int,
                                     check_scale_range)
 
 
 Evaluator = Callable[[float, int], TrainResult]
-BatchEvaluator = Callable[[list, list], list]
 
 
 class ScaleEnv(gym.Env):
@@ -56,7 +54,6 @@ class ScaleEnv(gym.Env):
         child_seed: int | None = None,
         data: ImageData | None = None,
         evaluator: Evaluator | None = None,
-        batch_evaluator: BatchEvaluator | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
     ):
         super().__init__()
@@ -85,16 +82,7 @@ class ScaleEnv(gym.Env):
             check_float("lr", lr, low=0.0, low_open=True)
             check_choice("activation", activation, ACTIVATIONS)
             evaluator = lambda scale, seed: train_and_evaluate(scale, seed=seed, **train_kw)  # noqa: E731
-
-            def log_each(epoch, metrics):
-                for m in metrics:
-                    if m and on_epoch is not None:
-                        on_epoch(epoch, m)
-
-            batch_kw = train_kw | {"on_epoch": log_each}
-            batch_evaluator = lambda scales, seeds: train_many(scales, seeds=seeds, **batch_kw)  # noqa: E731
         self.evaluator = evaluator
-        self.batch_evaluator = batch_evaluator or (lambda scales, seeds: [evaluator(a, b) for a, b in zip(scales, seeds)])
         self.data = data
         self._obs = np.array([self.min_scale, 0.0], np.float32)
         self.last_result: TrainResult | None = None
@@ -120,9 +108,8 @@ class ScaleEnv(gym.Env):
         return self.record_step(scale, seed, self.evaluator(scale, seed))
 
     def record_step(self, scale: float, seed: int, result: TrainResult):
-        """Finish a step whose child training ran elsewhere (batched evaluation of several
-        independent one-step episodes: reset, ``clip``, ``draw_child_seed`` for each, one
-        ``batch_evaluator`` call, then ``record_step`` for each). Same return as ``step``."""
+        """Finish a step whose child training ran elsewhere (a search trains its episodes as trials of the run
+        store: reset, ``clip``, ``draw_child_seed``, the trial, then ``record_step``). Same return as ``step``."""
         reward = reward_of(result, self.reward_split)
         self._obs = np.array([scale, reward], np.float32)
         info = {

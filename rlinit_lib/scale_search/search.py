@@ -32,19 +32,22 @@ import pandas as pd
 
 from rlinit_lib.core.notebook import Report, fmt
 from rlinit_lib.core.params import BOOL, Choice, Float, Int, RunFields, check_scale_range, param
-from rlinit_lib.core.runtime import derive_seed, seed_everything
+from rlinit_lib.core.runtime import derive_seed
 from rlinit_lib.core.stats import interval
 from rlinit_lib.core.verdicts import ACCURACY_DIFFERENCE, compare, sentence, sesoi_line
 from rlinit_lib.core.store import RunStore, StoreError
-from rlinit_lib.core.tracking import Tracker
-from rlinit_lib.core.trials import Trial, run_trials
-from rlinit_lib.scale_search.child import ChildTraining, result_row, train_child
+from rlinit_lib.core.trials import Trial
+from rlinit_lib.children.child import ChildTraining, result_row, train_child
 from rlinit_lib.scale_search.plotting import plot_reward_vs_scale, plot_search_history, quadratic_peak
 from rlinit_lib.scale_search.strategies import STRATEGIES, make_strategy, run_strategy
 
 EPISODE_COLUMNS = ["episode", "epochs", "scale", "reward", "val_accuracy", "accuracy", "nan_detected", "policy_mean_scale", "policy_std",
                    "policy_loss", "final_train_loss", "final_train_accuracy", "child_seed", "seconds", "recommendation"]
 RECHECK_COLUMNS = ["seed", "best_scale", "best_accuracy", "baseline_accuracy"]
+
+
+QUESTION = ("Does the dissertation's REINFORCE search find a He scale better than s = 1.0 when re-checked on fresh "
+            "paired seeds?")
 
 
 @dataclass
@@ -82,6 +85,14 @@ class SearchResult:
     summary: dict               # everything written to results.json
     output_dir: Path
     sesoi: float = 0.005        # the margin the verdict used
+    EXPORTS = ("episodes", "recheck")
+
+    @property
+    def episodes(self) -> pd.DataFrame:
+        return self.table
+
+
+Config = SearchConfig
 
 
 def child_trial(child: dict, scale: float, epochs: int, seed: int) -> dict:
@@ -91,61 +102,64 @@ def child_trial(child: dict, scale: float, epochs: int, seed: int) -> dict:
     return {"children": [{"scale": scale, "epochs": epochs, "seed": seed, **row}]}
 
 
-def run_search(cfg: SearchConfig, *, evaluator=None) -> SearchResult:
-    """Run (or resume) the search described by ``cfg``; ``evaluator(child, scale, epochs, seed) -> tables``
-    replaces ``child_trial`` (tests use a toy reward)."""
-    cfg.validate()
-    store = RunStore.for_config(cfg, cfg.environment())
-    seed_everything(cfg.seed)
-    fn = evaluator or child_trial
-    child = {**cfg.child(), "reward_split": cfg.reward_split}
+def search(cfg: SearchConfig, train, log=None) -> tuple[pd.DataFrame, dict, dict, pd.DataFrame]:
+    """The search top to bottom: ask, train (``train(items) -> {key: row}``), tell, until the budget is spent;
+    then the baseline and the re-check of the best episode on fresh paired seeds. The strategy's choices depend
+    only on its seed and the rewards, so calling this again with rows read back from the run store replays the
+    same search without training. Returns (episodes, best episode, baseline row, re-check table)."""
+    def evaluate(proposals, steps, seeds):
+        rows = train([(f"episode/{st}", p.scale, p.epochs, sd) for p, st, sd in zip(proposals, steps, seeds)])
+        out = []
+        for p, st in zip(proposals, steps):
+            row = rows[f"episode/{st}"]
+            if abs(row["scale"] - p.scale) > 1e-9 or row["epochs"] != p.epochs:
+                raise StoreError(f"episode {st} of the run store has scale {row['scale']} but the search now proposes "
+                                 f"{p.scale}: the store belongs to another search; delete it or use another output_dir")
+            out.append({k: v for k, v in row.items() if k not in ("scale", "epochs", "seed")})
+        return out
 
-    with Tracker.for_run(cfg, f"search-seed{cfg.seed}") as tracker:
-        def train(items: list[tuple[str, float, int, int]]) -> dict[str, dict]:
-            trials = [Trial(key, fn, {"child": child, "scale": s, "epochs": e, "seed": sd}, work={"child epochs": e})
-                      for key, s, e, sd in items]
-            out = run_trials(store, trials, **cfg.execution(), tracker=tracker)
-            return {k: v["children"][0] for k, v in out.items()}
+    strategy = make_strategy(cfg.strategy, cfg.min_scale, cfg.max_scale, cfg.epochs, cfg.episodes * cfg.epochs,
+                             cfg.seed, update_every=cfg.update_every, agent_lr=cfg.agent_lr, gamma=cfg.gamma,
+                             reinforce_update_every=cfg.update_every)
+    history = run_strategy(strategy, evaluate, cfg.episodes * cfg.epochs, cfg.seed, on_batch=log, batch=cfg.update_every)
+    table = history.rename(columns={"step": "episode", "seed": "child_seed"}).reindex(columns=EPISODE_COLUMNS)
+    best = best_episode(table)
+    baseline = train([("baseline", cfg.baseline_scale, cfg.epochs, cfg.seed)])["baseline"]
+    recheck = []
+    if best:
+        seeds = [derive_seed(cfg.seed, 1_000_000 + i) for i in range(cfg.recheck_seeds)]
+        rows = train([(f"recheck/{best['scale']!r}/{i}/{which}", s, cfg.epochs, sd) for i, sd in enumerate(seeds)
+                      for which, s in (("best", best["scale"]), ("baseline", cfg.baseline_scale))])
+        recheck = [{"seed": sd, "best_scale": best["scale"],
+                    "best_accuracy": rows[f"recheck/{best['scale']!r}/{i}/best"]["accuracy"],
+                    "baseline_accuracy": rows[f"recheck/{best['scale']!r}/{i}/baseline"]["accuracy"]}
+                   for i, sd in enumerate(seeds)]
+    return table, best, baseline, pd.DataFrame(recheck, columns=RECHECK_COLUMNS)
 
-        def evaluate(proposals, steps, seeds):
-            rows = train([(f"episode/{st}", p.scale, p.epochs, sd) for p, st, sd in zip(proposals, steps, seeds)])
-            out = []
-            for p, st in zip(proposals, steps):
-                row = rows[f"episode/{st}"]
-                if abs(row["scale"] - p.scale) > 1e-9 or row["epochs"] != p.epochs:
-                    raise StoreError(f"episode {st} in {store.path} has scale {row['scale']} but the search now proposes "
-                                     f"{p.scale}: the store belongs to another search; delete it or use another output_dir")
-                out.append({k: v for k, v in row.items() if k not in ("scale", "epochs", "seed")})
-            return out
 
-        strategy = make_strategy(cfg.strategy, cfg.min_scale, cfg.max_scale, cfg.epochs, cfg.episodes * cfg.epochs,
-                                 cfg.seed, update_every=cfg.update_every, agent_lr=cfg.agent_lr, gamma=cfg.gamma,
-                                 reinforce_update_every=cfg.update_every)
+def trials(cfg: SearchConfig, run, evaluator=None) -> None:
+    """The search's trials, one round per policy update (``evaluator(child, scale, epochs, seed) -> tables``
+    replaces ``child_trial``: tests use a toy reward)."""
+    fn, child = evaluator or child_trial, {**cfg.child(), "reward_split": cfg.reward_split}
 
-        def log(batch: pd.DataFrame) -> None:
-            for row in batch.to_dict("records"):
-                tracker.log({f"episode/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+    def train(items: list[tuple[str, float, int, int]]) -> dict[str, dict]:
+        out = run([Trial(key, fn, {"child": child, "scale": s, "epochs": e, "seed": sd}, work={"child epochs": e})
+                   for key, s, e, sd in items], "children", progress=len(items) > 1)
+        return {k: v["children"][0] for k, v in out.items()}
 
-        done = sum(k.startswith("episode/") for k in store.finished())
-        print(f"search: {cfg.episodes * cfg.epochs:,} child epochs in all ({cfg.episodes} episodes x {cfg.epochs}; "
-              f"{done} episodes already finished), then {1 + 2 * cfg.recheck_seeds} re-check trainings", flush=True)
-        history = run_strategy(strategy, evaluate, cfg.episodes * cfg.epochs, cfg.seed, on_batch=log,
-                               batch=cfg.update_every)
-        table = history.rename(columns={"step": "episode", "seed": "child_seed"}).reindex(columns=EPISODE_COLUMNS)
-        best = best_episode(table)
-        baseline = train([("baseline", cfg.baseline_scale, cfg.epochs, cfg.seed)])["baseline"]
-        recheck = []
-        if best:
-            seeds = [derive_seed(cfg.seed, 1_000_000 + i) for i in range(cfg.recheck_seeds)]
-            rows = train([(f"recheck/{best['scale']!r}/{i}/{which}", s, cfg.epochs, sd) for i, sd in enumerate(seeds)
-                          for which, s in (("best", best["scale"]), ("baseline", cfg.baseline_scale))])
-            recheck = [{"seed": sd, "best_scale": best["scale"],
-                        "best_accuracy": rows[f"recheck/{best['scale']!r}/{i}/best"]["accuracy"],
-                        "baseline_accuracy": rows[f"recheck/{best['scale']!r}/{i}/baseline"]["accuracy"]}
-                       for i, sd in enumerate(seeds)]
-    recheck = pd.DataFrame(recheck, columns=RECHECK_COLUMNS)
-    store.export("episodes", table)
-    store.export("recheck", recheck)
+    def log(batch: pd.DataFrame) -> None:
+        for row in batch.to_dict("records"):
+            run.log({f"episode/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+
+    print(f"search: {cfg.episodes * cfg.epochs:,} child epochs in all ({cfg.episodes} episodes x {cfg.epochs}), "
+          f"then {1 + 2 * cfg.recheck_seeds} re-check trainings", flush=True)
+    search(cfg, train, log)
+
+
+def tables(cfg: SearchConfig, store: RunStore, keys: list[str]) -> SearchResult:
+    """The search replayed from the run store (no training), with ``results.json``."""
+    table, best, baseline, recheck = search(cfg, lambda items: {k: store.trial_rows(k)["children"][0]
+                                                                 for k, *_ in items})
     summary = {
         "best_scale": best.get("scale"), "best_accuracy": best.get("accuracy"),
         "baseline_scale": cfg.baseline_scale, "baseline_accuracy": baseline["accuracy"],
@@ -156,7 +170,6 @@ def run_search(cfg: SearchConfig, *, evaluator=None) -> SearchResult:
     }
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
     store.write_json("results.json", summary)
-    store.close()
     return SearchResult(table, best, {"scale": cfg.baseline_scale, **baseline}, recheck, summary,
                         Path(cfg.output_dir), cfg.sesoi)
 
@@ -181,7 +194,13 @@ def recheck_summary(t: pd.DataFrame, sesoi: float) -> dict | None:
                                   bounds=ACCURACY_DIFFERENCE)}
 
 
-def describe_search(summary: dict, sesoi: float) -> str:
+def verdicts(cfg: SearchConfig, result: SearchResult) -> pd.DataFrame:
+    """The primary comparison (the best scale against the baseline on fresh paired seeds), one row."""
+    rc = result.summary.get("recheck")
+    return pd.DataFrame([rc["comparison"]] if rc else [])
+
+
+def verdict_text(summary: dict, sesoi: float) -> str:
     """A short markdown paragraph saying what a search run found, with its uncertainty."""
     split = "validation" if summary.get("reward_split", "val") == "val" else "test (the dissertation's protocol)"
     if summary.get("best_scale") is None:
@@ -202,7 +221,7 @@ def describe_search(summary: dict, sesoi: float) -> str:
     return "\n".join(lines)
 
 
-def search_report(result: SearchResult) -> Report:
+def report(cfg: SearchConfig, result: SearchResult) -> Report:
     """What notebook 01 shows: Fig. 5.1, reward against scale with its trend, and the verdict."""
     rep = Report(result.output_dir)
     t = result.table
@@ -221,6 +240,6 @@ def search_report(result: SearchResult) -> Report:
            if peak is None else f"peak at s = {peak:.3f}."
            + ("" if lo <= peak <= hi else f" That lies outside the sampled scales [{lo:.3f}, {hi:.3f}]: an "
                                          "extrapolation, not a measured best scale.")))
-    rep.verdict("## What this run found\n" + describe_search(result.summary, result.sesoi))
+    rep.verdict("## What this run found\n" + verdict_text(result.summary, result.sesoi))
     rep.table("recheck", result.recheck, caption="Re-check on fresh paired seeds (one row per seed)")
     return rep

@@ -33,13 +33,13 @@ import pandas as pd
 from rlinit_lib.core.notebook import Report
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, check_scale_range, param
 from rlinit_lib.core.plots import LINESTYLES
-from rlinit_lib.core.runtime import derive_seed, seed_everything
+from rlinit_lib.core.runtime import derive_seed
 from rlinit_lib.core.stats import interval, wilson_interval
 from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
                                       verdict_table)
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.trials import Trial, run_config_trials
-from rlinit_lib.scale_search.child import ChildTraining, result_row, train_child
+from rlinit_lib.core.trials import Trial
+from rlinit_lib.children.child import ChildTraining, result_row, train_child
 from rlinit_lib.scale_search.strategies import STRATEGIES, make_strategy, run_strategy
 
 CHANCE_ACCURACY = 0.1        # 10 classes: what a diverged reference run is scored at
@@ -52,6 +52,10 @@ READING = {   # what the primary verdict means for the question "does RL earn it
                   "would pay for its extra machinery.",
     "inconclusive": "These repeats cannot say whether RL earns its place (see the seeds that would decide).",
 }
+
+
+QUESTION = ("Does RL earn its place against random search, grids, Bayesian optimisation and successive halving on "
+            "the same budget?")
 
 
 @dataclass
@@ -79,6 +83,9 @@ class ComparisonConfig(ChildTraining, RunFields):
     def check(self):
         check_scale_range(self.min_scale, self.max_scale)
         Int(low=self.epochs)("budget", self.budget)
+
+
+Config = ComparisonConfig
 
 
 def reference_row(result) -> dict:
@@ -115,31 +122,33 @@ def strategy_trial(child: dict, name: str, repeat: int, seed: int, settings: dic
     return {"histories": h.assign(strategy=name, repeat=repeat).to_dict("records")}
 
 
-def run_comparison(cfg: ComparisonConfig, reward_fn: Callable | None = None):
-    """Train the reference grid and run every (strategy, repeat); returns (reference, histories).
-    ``reward_fn(scale, epochs, seed) -> reward`` replaces training (tests use a toy curve)."""
-    cfg.validate()
-    store = RunStore.for_config(cfg, cfg.environment())
-    seed_everything(cfg.seed)
+@dataclass(frozen=True)
+class ComparisonResult:
+    reference: pd.DataFrame     # one row per (reference scale, fresh seed): REFERENCE_COLUMNS
+    histories: pd.DataFrame     # one row per (strategy, repeat, step)
+    EXPORTS = ("reference", "histories")
+
+
+def trials(cfg: ComparisonConfig, run, reward_fn: Callable | None = None) -> None:
+    """The reference grid and every (strategy, repeat), one trial each. ``reward_fn(scale, epochs, seed) ->
+    reward`` replaces training (tests use a toy curve)."""
     child = cfg.child()
     grid = np.linspace(cfg.min_scale, cfg.max_scale, cfg.reference_scales)
     settings = {k: getattr(cfg, k) for k in ("min_scale", "max_scale", "epochs", "budget", "update_every", "batch")}
-    trials = [Trial(f"reference/{i}/{j}", reference_trial,
-                    {"child": child, "scale": float(s), "seed_index": j, "seed": derive_seed(cfg.seed, 99, i, j),
-                     "epochs": cfg.epochs, "reward_fn": reward_fn}, work={"child epochs": cfg.epochs})
-              for j in range(cfg.reference_seeds) for i, s in enumerate(grid)]
-    trials += [Trial(f"strategy/{name}/{rep}", strategy_trial,
-                     {"child": child, "name": name, "repeat": rep, "seed": derive_seed(cfg.seed, rep),
-                      "settings": settings, "reward_fn": reward_fn}, work={"child epochs": cfg.budget})
-               for name in cfg.strategies for rep in range(cfg.repeats)]
-    run_config_trials(cfg, store, trials, f"strategies-seed{cfg.seed}", "reference points and strategy runs")
-    keys = [t.key for t in trials]
-    reference = store.table("reference", REFERENCE_COLUMNS, sort=["seed_index", "scale"], trials=keys)
-    histories = store.table("histories", sort=["strategy", "repeat", "step"], trials=keys)
-    store.export("reference", reference)
-    store.export("histories", histories)
-    store.close()
-    return reference, histories
+    reference = [Trial(f"reference/{i}/{j}", reference_trial,
+                       {"child": child, "scale": float(s), "seed_index": j, "seed": derive_seed(cfg.seed, 99, i, j),
+                        "epochs": cfg.epochs, "reward_fn": reward_fn}, work={"child epochs": cfg.epochs})
+                 for j in range(cfg.reference_seeds) for i, s in enumerate(grid)]
+    strategies = [Trial(f"strategy/{name}/{rep}", strategy_trial,
+                        {"child": child, "name": name, "repeat": rep, "seed": derive_seed(cfg.seed, rep),
+                         "settings": settings, "reward_fn": reward_fn}, work={"child epochs": cfg.budget})
+                  for name in cfg.strategies for rep in range(cfg.repeats)]
+    run(reference + strategies, "reference points and strategy runs")
+
+
+def tables(cfg: ComparisonConfig, store: RunStore, keys: list[str]) -> ComparisonResult:
+    return ComparisonResult(store.table("reference", REFERENCE_COLUMNS, sort=["seed_index", "scale"], trials=keys),
+                            store.table("histories", sort=["strategy", "repeat", "step"], trials=keys))
 
 
 def reference_curve(reference: pd.DataFrame) -> pd.DataFrame:
@@ -225,7 +234,7 @@ def strategy_verdicts(scores: pd.DataFrame, sesoi: float, strategies=None) -> pd
     return compare_family(cs, sesoi, primary=primary, higher_is_better=False, bounds=ACCURACY_DIFFERENCE)
 
 
-def describe_verdict(verdicts: pd.DataFrame, sesoi: float) -> str:
+def verdict_text(verdicts: pd.DataFrame, sesoi: float) -> str:
     """The verdict paragraph: the sesoi line, what the primary verdict means, and every comparison's sentence."""
     head = sesoi_line(sesoi, "accuracy (regret)", "the dissertation's REINFORCE against random search at the full "
                       "budget, regret on test accuracy, paired by repeat")
@@ -262,10 +271,17 @@ def plot_comparison(curve: pd.DataFrame, table: pd.DataFrame, best: float, budge
     return fig
 
 
-def comparison_report(cfg: ComparisonConfig, reference: pd.DataFrame, histories: pd.DataFrame) -> Report:
+def verdicts(cfg: ComparisonConfig, result: ComparisonResult) -> pd.DataFrame:
+    """``strategy_verdicts`` on this run's regret scores."""
+    scores = score(result.histories, result.reference, cfg.budget, cfg.checkpoints, cfg.tolerance)
+    return strategy_verdicts(scores, cfg.sesoi, cfg.strategies)
+
+
+def report(cfg: ComparisonConfig, result: ComparisonResult) -> Report:
     """What notebook 05 shows: the reference curve, regret and hit rate against budget, divergence rates,
     the final table and the verdicts (primary and exploratory)."""
     rep = Report(cfg.output_dir)
+    reference, histories = result.reference, result.histories
     curve = reference_curve(reference)
     scores = score(histories, reference, cfg.budget, cfg.checkpoints, cfg.tolerance)
     table = summarise(scores)
@@ -285,7 +301,7 @@ def comparison_report(cfg: ComparisonConfig, reference: pd.DataFrame, histories:
     final = table[table["budget_fraction"] == max(cfg.checkpoints)].sort_values("mean_regret")
     rep.table("final", final, caption="At the full budget (sorted by mean regret, for reading only: the comparisons "
               "below are fixed before the run)")
-    verdicts = strategy_verdicts(scores, cfg.sesoi, cfg.strategies)
-    rep.table("comparisons", verdicts, show=False)
-    rep.verdict("## Verdict\n" + describe_verdict(verdicts, cfg.sesoi))
+    rows = strategy_verdicts(scores, cfg.sesoi, cfg.strategies)
+    rep.table("comparisons", rows, show=False)
+    rep.verdict("## Verdict\n" + verdict_text(rows, cfg.sesoi))
     return rep

@@ -42,7 +42,8 @@ class CartPoleVec:
 
     def step(self, action: np.ndarray, active: np.ndarray):
         """Advance the ``active`` members (bool [K]) by ``action`` (0/1 [K]); the others keep their state.
-        Returns the float32 observation [K, 4] and ``terminated`` [K] (False for inactive members).
+        Returns the float32 observation [K, 4], the reward [K] (1.0 for every active member, the
+        terminating step included; 0.0 for the others) and ``terminated`` [K] (False for inactive members).
         With one or two active members, each is stepped with Gymnasium's scalar code:
         a NumPy call costs more than the arithmetic there."""
         members = np.flatnonzero(active)
@@ -55,7 +56,7 @@ class CartPoleVec:
         # |x| > limit is (x < -limit) | (x > limit), Gymnasium's test, NaN included
         terminated = (np.abs(self.state[:, 0]) > X_THRESHOLD) | (np.abs(self.state[:, 2]) > THETA_THRESHOLD)
         terminated &= active
-        return self.state.astype(np.float32), terminated
+        return self.state.astype(np.float32), active.astype(np.float64), terminated
 
 
 def euler_step(x, x_dot, theta, theta_dot, force) -> tuple:

@@ -1,4 +1,4 @@
-"""DQN on CartPole-v1 with minimalRL's settings, and the smooth-reinit options.
+"""DQN with minimalRL's settings and every arm of notebook 04, on any task of ``tasks``: the faithful one-run path.
 
 Source: minimalRL ``dqn.py`` (seungeunrho/minimalRL) as used by "Smooth Re-Initializations":
 Q-network 4-128-128-2 (ReLU), Adam lr 5e-4, gamma 0.98, replay 50,000, batch 32, training once
@@ -10,12 +10,30 @@ target network too. Two episode rules: ``standard`` (episodes end at 500 steps; 
 mean of the last 100 returns >= 475) and ``win`` (truncation ignored; a win is ``win_steps``
 balanced steps in one episode). References from the literature, as options: a periodic reset of the
 last layer and a periodic shrink-and-perturb of the whole network (both from a fresh network drawn for
-that seed and episode). Exploration and plasticity methods, on this path only (``exploration``,
-``plasticity``): NoisyNet (``noisy_net``), adaptive parameter-space noise (``param_noise``), ReDo
-(``redo_every`` updates, ``redo_tau``) and soft shrink-and-perturb (``soft_sp_alpha`` after every update).
-``step_budget`` ends a run after the episode in which it reached that many environment steps;
-``diag_every`` records ``plasticity.diagnostics`` on a fixed batch of states every that many episodes
-(through a functional forward, so noise hooks neither fire nor advance).
+that seed and episode); NoisyNet (``noisy_net``) and adaptive parameter-space noise (``param_noise``)
+from ``exploration``; ReDo (``redo_every`` updates, ``redo_tau``) and soft shrink-and-perturb
+(``soft_sp_alpha`` after every update) from ``plasticity``. ``step_budget`` ends a run after the episode in
+which it reached that many environment steps; ``diag_every`` records ``plasticity.diagnostics`` on a fixed
+batch of states every that many episodes (through the functional forward, so noise hooks neither fire nor
+advance).
+
+Tasks (``task``, ``tasks.TASKS``): CartPole-v1 (the source's), Acrobot-v1, MinAtar Breakout, each with its
+reference environment (Gymnasium's, the ``minatar`` package's) and its Q-network (``Task.qnet_layers``:
+minimalRL's MLP obs-128-128-actions, or the MinAtar paper's conv 16x3x3 -> 128 -> actions), built with the
+layer names ``fc1``, ``fc2``, ``fc3`` on every task. The arms name layers: ``fc3`` is the last layer (the output
+linear layer on every task), ``fc2`` the middle one (CartPole and Acrobot: the 128 -> 128 layer; Breakout: the
+1,024 -> 128 dense layer after the convolution), ``fc1`` the first (Breakout: the convolution). The skip
+connection ``relu(fc2(x)) + x`` needs fc1 and fc2 of one width, so it (and the arms with it) is refused on
+the convolutional network in one line. minimalRL's other constants are kept on every task: rewards / 100 in
+the replay buffer (stored as the raw reward and scaled on reading, the same float32 value), the episode
+schedule of epsilon, the 10 updates after each episode. ``standard`` counts a run solved when the mean of the
+last 100 returns reaches the task's reference score (CartPole: 475); ``win`` is CartPole's only.
+
+This path (the task's reference environment, one ``nn.Module``, autograd, ``torch.optim.Adam``) is the readable
+reference; ``dqn_batched`` trains many runs at once and is tested to give the same returns and diagnostics
+for every arm. Both use the definitions here and in ``noise``, ``exploration`` and ``plasticity``: the
+network's forward (``qnet_forward``), the replay buffer (``ReplayBuffers``), the weight noise
+(``noise.MultiplicativeNoise``), the re-initialisations (``reinitialise``), the random streams.
 
 Deviations: every random stream of a run is seeded, each from its own child of the run's seed
 (``core.runtime.stream_seed(seed, purpose)``: ``init``, ``env``, ``exploration``, ``replay``,
@@ -27,136 +45,131 @@ that ``dqn_batched`` reproduces draw for draw, so that both paths give the same 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlinit_lib.core.params import Config, ParameterError, check_choice, check_float, check_int
+from rlinit_lib.core.params import BOOL, Choice, Config, Float, Int, ParameterError, param
 from rlinit_lib.core.runtime import stream_seed
 from rlinit_lib.initialisation.initialisers import INIT_METHODS, initialise
 from rlinit_lib.smooth_reinit.exploration import NoisyQNet, ParameterNoise, epsilon_threshold, policy_distance
-from rlinit_lib.smooth_reinit.noise import WeightNoise, shrink_and_perturb
-from rlinit_lib.smooth_reinit.plasticity import diagnostics, probe_states, redo, soft_shrink_perturb
+from rlinit_lib.smooth_reinit.noise import MultiplicativeNoise, WeightNoise, shrink_perturb_
+from rlinit_lib.smooth_reinit.plasticity import (adam_moments, diagnostics, probe_states, qnet_layers, redo,
+                                                 soft_shrink_perturb)
+from rlinit_lib.smooth_reinit.tasks import TASKS, ReferenceEnv, Task, get_task, make_layer
+
+OPEN01 = Float(low=0.0, high=1.0, low_open=True, high_open=True)
+COUNT = Int(low=0, high=100_000_000)     # a bound that protects run time
 
 
 @dataclass
 class DQNConfig(Config):
+    """One DQN run; every field with its rule (``validate`` checks them, then ``check`` the combinations)."""
+
     notebook = "dqn"
 
-    episodes: int = 1000
-    lr: float = 5e-4
-    gamma: float = 0.98
-    buffer_limit: int = 50_000
-    batch_size: int = 32
-    learning_starts: int = 2000
-    updates_per_episode: int = 10
-    target_sync: int = 20
-    epsilon: float | None = None        # None: minimalRL's schedule; a number fixes it (the source: 0.0)
-    skip: bool = False
-    init: str = "pytorch_default"
-    init_scale: float = 1.0
-    noise_layer: str | None = None      # "fc3" (last) or "fc2" (middle)
-    noise_sigma: float = 1.0
-    noise_decay: float = 0.5
-    noise_in_target: bool = True
-    reset_every: int = 0                # re-initialise fc3 every this many episodes (0: never)
-    shrink_perturb_every: int = 0       # shrink-and-perturb every this many episodes (0: never)
-    shrink: float = 0.8
-    perturb: float = 0.2
-    rule: str = "standard"              # standard | win
-    win_steps: int = 100_000
-    noisy_net: bool = False             # NoisyNet: noisy fc2 and fc3 (use with epsilon 0)
-    noisy_sigma0: float = 0.5
-    param_noise: bool = False           # adaptive parameter-space noise, one perturbed copy per episode
-    param_noise_sigma: float = 0.01     # its starting sigma
-    param_noise_alpha: float = 1.01
-    param_noise_every: int = 50         # environment steps between adaptations
-    redo_every: int = 0                 # ReDo every this many updates (0: never)
-    redo_tau: float = 0.025
-    soft_sp_alpha: float = 0.0          # soft shrink-and-perturb after every update (0: never)
-    step_budget: int = 0                # end after the episode that reaches this many env steps (0: no budget)
-    diag_every: int = 0                 # diagnostics every this many episodes (0: never)
-    diag_tau: float = 0.025             # dormant threshold of the diagnostics
-    seed: int = 0
+    task: str = param("CartPole-v1", Choice(tuple(TASKS)))   # its environment, Q-network and reference score
+    episodes: int = param(1000, Int(low=1, high=10_000_000))
+    lr: float = param(5e-4, Float(low=0.0, low_open=True))
+    gamma: float = param(0.98, Float(low=0.0, high=1.0))
+    buffer_limit: int = param(50_000, Int(low=1, high=100_000_000))     # at least batch_size (check)
+    batch_size: int = param(32, Int(low=1, high=1_000_000))
+    learning_starts: int = param(2000, Int(low=1, high=100_000_000))   # at least batch_size (check)
+    updates_per_episode: int = param(10, Int(low=0, high=1_000_000))
+    target_sync: int = param(20, Int(low=1, high=100_000_000))
+    epsilon: float | None = param(None, Float(low=0.0, high=1.0, optional=True))   # None: minimalRL's schedule
+    skip: bool = param(False, BOOL)
+    init: str = param("pytorch_default", Choice(INIT_METHODS))
+    init_scale: float = param(1.0, Float(low=0.0, low_open=True))
+    noise_layer: str | None = param(None, Choice((None, "fc2", "fc3")))   # "fc3" (last, output) or "fc2" (middle)
+    noise_sigma: float = param(1.0, Float(low=0.0))
+    noise_decay: float = param(0.5, Float(low=0.0, high=1.0))
+    noise_in_target: bool = param(True, BOOL)
+    reset_every: int = param(0, COUNT)                 # re-initialise fc3 every this many episodes (0: never)
+    shrink_perturb_every: int = param(0, COUNT)        # shrink-and-perturb every this many episodes (0: never)
+    shrink: float = param(0.8, Float(low=0.0, high=1.0))
+    perturb: float = param(0.2, Float(low=0.0))
+    rule: str = param("standard", Choice(("standard", "win")))    # standard | win
+    win_steps: int = param(100_000, Int(low=1, high=100_000_000))
+    noisy_net: bool = param(False, BOOL)               # NoisyNet: noisy fc2 and fc3 (use with epsilon 0)
+    noisy_sigma0: float = param(0.5, Float(low=0.0))
+    param_noise: bool = param(False, BOOL)             # adaptive parameter-space noise, one perturbed copy per episode
+    param_noise_sigma: float = param(0.01, Float(low=0.0, low_open=True))   # its starting sigma
+    param_noise_alpha: float = param(1.01, Float(low=1.0, low_open=True))
+    param_noise_every: int = param(50, Int(low=1, high=100_000_000))   # environment steps between adaptations
+    redo_every: int = param(0, COUNT)                  # ReDo every this many updates (0: never)
+    redo_tau: float = param(0.025, OPEN01)
+    soft_sp_alpha: float = param(0.0, Float(low=0.0, high=1.0))   # soft shrink-and-perturb after every update (0: never)
+    step_budget: int = param(0, COUNT)                 # end after the episode that reaches this many env steps (0: none)
+    diag_every: int = param(0, COUNT)                  # diagnostics every this many episodes (0: never)
+    diag_tau: float = param(0.025, OPEN01)             # dormant threshold of the diagnostics
+    seed: int = param(0, Int(low=0))
 
-    FAITHFUL_ONLY = ("noisy_net", "param_noise", "redo_every", "soft_sp_alpha")   # options dqn_batched lacks
-
-    def validate(self) -> "DQNConfig":
-        check_int("episodes", self.episodes, low=1)
-        check_float("lr", self.lr, low=0.0, low_open=True)
-        check_float("gamma", self.gamma, low=0.0, high=1.0)
-        check_int("buffer_limit", self.buffer_limit, low=self.batch_size)
-        check_int("batch_size", self.batch_size, low=1)
-        check_int("learning_starts", self.learning_starts, low=self.batch_size)
-        check_int("updates_per_episode", self.updates_per_episode, low=0)
-        check_int("target_sync", self.target_sync, low=1)
-        if self.epsilon is not None:
-            check_float("epsilon", self.epsilon, low=0.0, high=1.0)
-        check_choice("skip", self.skip, (True, False))
-        check_choice("init", self.init, INIT_METHODS)
-        check_float("init_scale", self.init_scale, low=0.0, low_open=True)
-        check_choice("noise_layer", self.noise_layer, (None, "fc2", "fc3"))
-        check_float("noise_sigma", self.noise_sigma, low=0.0)
-        check_float("noise_decay", self.noise_decay, low=0.0, high=1.0)
-        check_int("reset_every", self.reset_every, low=0)
-        check_int("shrink_perturb_every", self.shrink_perturb_every, low=0)
-        check_float("shrink", self.shrink, low=0.0, high=1.0)
-        check_float("perturb", self.perturb, low=0.0)
-        check_choice("rule", self.rule, ("standard", "win"))
-        check_int("win_steps", self.win_steps, low=1)
-        check_choice("noisy_net", self.noisy_net, (True, False))
-        check_float("noisy_sigma0", self.noisy_sigma0, low=0.0)
-        check_choice("param_noise", self.param_noise, (True, False))
-        check_float("param_noise_sigma", self.param_noise_sigma, low=0.0, low_open=True)
-        check_float("param_noise_alpha", self.param_noise_alpha, low=1.0, low_open=True)
-        check_int("param_noise_every", self.param_noise_every, low=1)
-        check_int("redo_every", self.redo_every, low=0)
-        for name in ("redo_tau", "diag_tau"):
-            check_float(name, getattr(self, name), low=0.0, high=1.0, low_open=True, high_open=True)
-        check_float("soft_sp_alpha", self.soft_sp_alpha, low=0.0, high=1.0)
-        check_int("step_budget", self.step_budget, low=0)
-        check_int("diag_every", self.diag_every, low=0)
-        if self.noisy_net and (self.noise_layer or self.skip or self.param_noise):
-            raise ParameterError("noisy_net must not be combined with noise_layer, skip or param_noise")
+    def check(self) -> None:
+        task = get_task(self.task)      # MinAtar without the package: one line saying how to install it
+        if self.skip and task.conv:
+            raise ParameterError(f"skip needs fc1 and fc2 of one width; task {self.task!r} has a convolutional fc1 "
+                                 f"(use skip=False)")
+        if self.rule == "win" and self.task != "CartPole-v1":
+            raise ParameterError(f"rule 'win' (balanced steps in one episode) is CartPole-v1's; task {self.task!r} "
+                                 f"needs rule='standard'")
+        for name in ("buffer_limit", "learning_starts"):
+            if getattr(self, name) < self.batch_size:
+                raise ParameterError(f"{name} must be an integer >= {self.batch_size} (batch_size) "
+                                     f"(got {getattr(self, name)})")
+        if self.noisy_net and (self.noise_layer or self.skip or self.param_noise or self.reset_every
+                               or self.shrink_perturb_every or self.redo_every or self.soft_sp_alpha):
+            raise ParameterError("noisy_net must not be combined with noise_layer, skip, param_noise, reset_every, "
+                                 "shrink_perturb_every, redo_every or soft_sp_alpha")
+        if self.param_noise and self.noise_layer:
+            raise ParameterError("param_noise must not be combined with noise_layer")
         if self.soft_sp_alpha and self.init != "pytorch_default":
             raise ParameterError(f"soft_sp_alpha needs init='pytorch_default', whose draws it mixes in (got {self.init!r})")
-        check_int("seed", self.seed, low=0)
-        return self
 
 
 def qnet_forward(x: torch.Tensor, p: dict, skip: bool) -> torch.Tensor:
-    """minimalRL's Q-network 4-128-128-2 (ReLU), optionally with the source's skip connection
-    ``x = relu(fc2(x)) + x``, on parameters ``p`` (names as in ``QNet.named_parameters``). The one torch
-    forward of one network: ``QNet`` and the batched path's tie re-check both call it."""
-    x = F.relu(F.linear(x, p["fc1.weight"], p["fc1.bias"]))
-    h = F.relu(F.linear(x, p["fc2.weight"], p["fc2.bias"]))
-    return F.linear(h + x if skip else h, p["fc3.weight"], p["fc3.bias"])
+    """Q-values of the task's Q-network on parameters ``p``: ``plasticity.qnet_layers``' output, the one
+    torch forward of one network."""
+    return qnet_layers(x, p, skip)[-1]
+
+
+def as_task(task: str | Task) -> Task:
+    return get_task(task) if isinstance(task, str) else task
 
 
 class QNet(nn.Module):
-    def __init__(self, skip: bool = False):
+    """The task's Q-network (``Task.qnet_layers``: the layers of ``Task.build_qnet``, drawn in the same order) as
+    ``fc1``, ``fc2``, ``fc3``; its forward is ``qnet_forward``."""
+
+    def __init__(self, skip: bool = False, task: str | Task = "CartPole-v1"):
         super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 128), nn.Linear(128, 128), nn.Linear(128, 2)
+        self.fc1, self.fc2, self.fc3 = (make_layer(spec) for spec in as_task(task).qnet_layers)
         self.skip = skip
 
+    def params(self) -> dict:
+        return dict(self.named_parameters())
+
     def forward(self, x):
-        return qnet_forward(x, {"fc1.weight": self.fc1.weight, "fc1.bias": self.fc1.bias, "fc2.weight": self.fc2.weight,
-                                "fc2.bias": self.fc2.bias, "fc3.weight": self.fc3.weight, "fc3.bias": self.fc3.bias},
-                            self.skip)
+        return qnet_forward(x, self.params(), self.skip)
 
 
 def epsilon_at(cfg: DQNConfig, episode: int) -> float:
     return cfg.epsilon if cfg.epsilon is not None else max(0.01, 0.08 - 0.01 * (episode / 200))
 
 
+def param_noise_target(episode: int, n_actions: int = 2) -> float:
+    """The distance parameter noise adapts to: epsilon-greedy's at minimalRL's schedule."""
+    return epsilon_threshold(max(0.01, 0.08 - 0.01 * (episode / 200)), n_actions)
+
+
 def make_qnet(cfg: DQNConfig) -> QNet | NoisyQNet:
     if cfg.noisy_net:
-        return NoisyQNet(cfg.skip, cfg.noisy_sigma0)
-    q = QNet(cfg.skip)
+        return NoisyQNet(cfg.skip, cfg.noisy_sigma0, cfg.task)
+    q = QNet(cfg.skip, cfg.task)
     if cfg.init != "pytorch_default" or cfg.init_scale != 1.0:
         initialise(q, cfg.init, cfg.init_scale if cfg.init == "he_scaled" else 1.0)
     return q
@@ -193,6 +206,28 @@ def noise_seed(seed: int, target: bool = False) -> int:
     return stream_seed(seed, "target_noise" if target else "weight_noise")
 
 
+def run_generators(cfg: DQNConfig) -> dict:
+    """The run's torch and NumPy generators of the arms' own streams, seeded as both paths seed them."""
+    gen = lambda purpose: torch.Generator().manual_seed(stream_seed(cfg.seed, purpose))  # noqa: E731
+    return {"noisy": (gen("noisynet_online"), gen("noisynet_target")), "soft_sp": gen("soft_shrink_perturb"),
+            "states": np.random.default_rng(stream_seed(cfg.seed, "replay_states")),    # adaptation and ReDo
+            "param_noise": ParameterNoise(cfg.param_noise_sigma, cfg.param_noise_alpha,
+                                          stream_seed(cfg.seed, "param_noise")) if cfg.param_noise else None}
+
+
+def weight_noises(cfg: DQNConfig, device="cpu") -> tuple:
+    """(online, target) weight noise of the run (None where it has none), each from its own stream."""
+    if not cfg.noise_layer:
+        return None, None
+    make = lambda target: MultiplicativeNoise(cfg.noise_sigma, cfg.noise_decay,  # noqa: E731
+                                              seed=noise_seed(cfg.seed, target), device=device)
+    return make(False), make(True) if cfg.noise_in_target else None
+
+
+def noise_names(cfg: DQNConfig) -> list[str]:
+    return [f"{cfg.noise_layer}.weight", f"{cfg.noise_layer}.bias"]
+
+
 def initial_qnet(cfg: DQNConfig) -> QNet | NoisyQNet:
     """The run's initial Q-network, drawn from its ``init`` stream (the global torch generator is left alone)."""
     with torch.random.fork_rng(devices=[]):
@@ -200,13 +235,13 @@ def initial_qnet(cfg: DQNConfig) -> QNet | NoisyQNet:
         return make_qnet(cfg)
 
 
-def fresh_qnet(cfg: DQNConfig, seed: int, episode: int, purpose: str = "reinit_net") -> QNet:
-    """A newly initialised Q-network for a reset or shrink-and-perturb at ``episode`` of run ``seed`` (purpose
-    ``redo_net``: for update ``episode`` of ReDo); drawn from its own seed so that the global torch generator is
-    left alone."""
+def fresh_params(cfg: DQNConfig, seed: int, index: int, purpose: str = "reinit_net") -> dict:
+    """The parameters of a newly initialised Q-network for a reset or shrink-and-perturb after episode ``index``
+    of run ``seed`` (purpose ``redo_net``: for update ``index`` of ReDo); drawn from its own seed so that the
+    global torch generator is left alone."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(indexed_seed(seed, purpose, episode))
-        return make_qnet(cfg)
+        torch.manual_seed(indexed_seed(seed, purpose, index))
+        return {n: p.detach() for n, p in make_qnet(cfg).named_parameters()}
 
 
 def reinit_due(cfg: DQNConfig, episode: int) -> tuple[bool, bool]:
@@ -215,40 +250,100 @@ def reinit_due(cfg: DQNConfig, episode: int) -> tuple[bool, bool]:
     return due(cfg.reset_every), due(cfg.shrink_perturb_every)
 
 
+@torch.no_grad()
+def reinitialise(cfg: DQNConfig, params: dict, episode: int) -> None:
+    """The periodic reset of fc3 and shrink-and-perturb due after ``episode``, in place on ``params``."""
+    reset, shrink_perturb = reinit_due(cfg, episode)
+    if reset or shrink_perturb:
+        fresh = fresh_params(cfg, cfg.seed, episode)
+        for name in (("fc3.weight", "fc3.bias") if reset else ()):
+            params[name].copy_(fresh[name])
+        if shrink_perturb:
+            shrink_perturb_(params, {n: t.to(params[n].device) for n, t in fresh.items()}, cfg.shrink, cfg.perturb)
+
+
 def solved_now(cfg: DQNConfig, returns: list, total: float) -> bool:
+    """Standard: the last 100 returns average at least the task's reference score (CartPole: 475)."""
     if cfg.rule == "standard":
-        return len(returns) >= 100 and float(np.mean(returns[-100:])) >= 475
+        return len(returns) >= 100 and float(np.mean(returns[-100:])) >= TASKS[cfg.task].reference_score
     return total >= cfg.win_steps
 
 
-class Replay:
-    """minimalRL's ``deque(maxlen=buffer_limit)`` of transitions ``(s, a, r / 100, s', done mask)``, held as a
-    float32 ring of rows ``[s(4), a, r, s'(4), mask]``: the same transitions at the same indices (0 the
-    oldest) and the same float32 values the deque's batches were converted to, without the deque's O(n)
-    random access."""
+def episode_limit(cfg: DQNConfig) -> int | None:
+    """Steps after which an episode is truncated: the task's (None: never), or ``win_steps`` under the win rule."""
+    return cfg.win_steps if cfg.rule == "win" else TASKS[cfg.task].max_episode_steps
 
-    def __init__(self, capacity: int):
-        self.data = np.zeros((capacity, 11), dtype=np.float32)
-        self.pos = self.size = 0
 
-    def __len__(self) -> int:
-        return self.size
+REWARD_SCALE = 0.01    # minimalRL's r / 100: applied when a batch is read (rewards are stored as they come)
 
-    def append(self, s, a, r, s2, mask) -> None:
-        row = self.data[self.pos]
-        row[:4], row[4], row[5], row[6:10], row[10] = s, a, r, s2, mask
-        self.pos = (self.pos + 1) % len(self.data)
-        self.size = min(self.size + 1, len(self.data))
 
-    def rows(self, idx: np.ndarray) -> np.ndarray:
-        """Rows at deque indices ``idx`` (a copy)."""
-        start = self.pos if self.size == len(self.data) else 0
-        return self.data[(start + np.asarray(idx)) % len(self.data)]
+class ReplayBuffers:
+    """minimalRL's ``deque(maxlen=buffer_limit)`` of transitions ``(s, a, r / 100, s', done mask)``, one per run,
+    held as rings of rows ``[s, a, r, s', mask]`` (``2 * obs_dim + 3`` wide, observations flattened): the same
+    transitions at the same indices (0 the oldest) and the same float32 values the deque's batches were
+    converted to, without the deque's O(n) random access. Rewards are stored raw and scaled by ``REWARD_SCALE``
+    when read (``split``): for the rewards of these tasks (-1, 0, 1) ``r * float32(0.01)`` is exactly
+    ``float32(r / 100)``. ``dtype``: float32, or float16 for bool observations (MinAtar: every stored value
+    is a small integer, exact in float16; half the memory of float32, which matters at 400 numbers per
+    observation); ``batches`` returns float32. The faithful path holds one (``k = 1``)."""
+
+    def __init__(self, k: int, capacity: int, obs_shape: tuple | int = (4,), dtype=np.float32):
+        obs_shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
+        obs_dim = int(np.prod(obs_shape))
+        self.data = np.zeros((k, capacity, 2 * obs_dim + 3), dtype=dtype)
+        self.pos = np.zeros(k, dtype=np.int64)
+        self.size = np.zeros(k, dtype=np.int64)
+        self.capacity, self.obs_dim, self.obs_shape = capacity, obs_dim, obs_shape
+
+    def add(self, runs: np.ndarray, active: np.ndarray, rows: np.ndarray) -> None:
+        """Append ``rows[runs]`` to the buffers of ``runs`` (indices; ``active`` the same as a bool mask)."""
+        self.data[runs, self.pos[runs]] = rows[runs]
+        self.pos += active
+        self.pos %= self.capacity
+        np.minimum(self.size + active, self.capacity, out=self.size)
+
+    def append(self, k: int, s, a, r, s2, mask) -> None:
+        """One transition of run ``k``."""
+        d, row = self.obs_dim, self.data[k, self.pos[k]]
+        row[:d], row[d], row[d + 1], row[d + 2:2 * d + 2], row[2 * d + 2] = s, a, r, s2, mask
+        self.pos[k] = (self.pos[k] + 1) % self.capacity
+        self.size[k] = min(self.size[k] + 1, self.capacity)
+
+    def batches(self, runs: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Rows at deque positions ``order`` [M, ...] of each run's buffer -> [M, ..., width]."""
+        start = np.where(self.size[runs] == self.capacity, self.pos[runs], 0)
+        shape = (-1,) + (1,) * (order.ndim - 1)
+        return self.data[runs.reshape(shape), (start.reshape(shape) + order) % self.capacity].astype(np.float32,
+                                                                                                      copy=False)
+
+    def sample(self, k: int, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` rows of run k's buffer (all if fewer), drawn without replacement by ``rng``."""
+        size = int(self.size[k])
+        return self.batches(np.array([k]), rng.choice(size, min(n, size), replace=False)[None])[0]
+
+    def split(self, b):
+        """(s, a, r / 100, s', mask) of rows ``b`` (NumPy or torch, any leading axes); a, r and mask keep a last
+        axis; observations of more than one axis (MinAtar's) back in their shape."""
+        d = self.obs_dim
+        s, s2 = b[..., :d], b[..., d + 2:2 * d + 2]
+        if len(self.obs_shape) > 1:
+            s, s2 = (x.reshape(*x.shape[:-1], *self.obs_shape) for x in (s, s2))
+        return s, b[..., d:d + 1], b[..., d + 1:d + 2] * REWARD_SCALE, s2, b[..., 2 * d + 2:]
+
+
+def replay_dtype(task: Task):
+    """The replay buffer's storage type for the task (``ReplayBuffers``)."""
+    return np.float16 if task.conv else np.float32
+
+
+def replay_states(memory: ReplayBuffers, k: int, rng: np.random.Generator, n: int) -> torch.Tensor:
+    """States of ``n`` transitions of run k's buffer (parameter-noise adaptation, ReDo's scores)."""
+    return torch.from_numpy(np.ascontiguousarray(memory.split(memory.sample(k, rng, n))[0]))
 
 
 def acting_params(q, cfg: DQNConfig) -> dict:
     """The parameters diagnostics look at: the network itself (NoisyNet: its noise-free mean)."""
-    return q.mean_params() if cfg.noisy_net else dict(q.named_parameters())
+    return q.mean_params() if cfg.noisy_net else q.params()
 
 
 def networks(cfg: DQNConfig) -> tuple:
@@ -256,45 +351,41 @@ def networks(cfg: DQNConfig) -> tuple:
     online network; the noise of each from its own stream, apart from the initialisation's."""
     q, q_target = initial_qnet(cfg), make_qnet(cfg)
     q_target.load_state_dict(q.state_dict())
-    noises = []
-    if cfg.noise_layer:
-        names = [f"{cfg.noise_layer}.weight", f"{cfg.noise_layer}.bias"]
-        noises.append(WeightNoise(q, names, cfg.noise_sigma, cfg.noise_decay, seed=noise_seed(cfg.seed)))
-        if cfg.noise_in_target:
-            noises.append(WeightNoise(q_target, names, cfg.noise_sigma, cfg.noise_decay,
-                                      seed=noise_seed(cfg.seed, target=True)))
-    return q, q_target, noises
+    hooks = []
+    for net, target in ((q, False), (q_target, True)):
+        if cfg.noise_layer and (cfg.noise_in_target or not target):
+            hooks.append(WeightNoise(net, noise_names(cfg), cfg.noise_sigma, cfg.noise_decay,
+                                     seed=noise_seed(cfg.seed, target)))
+    return q, q_target, hooks
+
+
+def diag_row(cfg, q, probe, episode, steps, recycled, pnoise) -> dict:
+    return {"episode": episode, "env_steps": steps, "recycled_units": recycled,
+            **diagnostics(acting_params(q, cfg), probe, cfg.skip, cfg.diag_tau),
+            "param_noise_sigma": pnoise.sigma if pnoise else np.nan}
 
 
 def train_dqn(cfg: DQNConfig) -> dict:
     """One seed. Returns per-episode returns, when the run was solved (None if never), and the diagnostics."""
     cfg.validate()
+    task = TASKS[cfg.task]
     rng, replay = explore_rng(cfg.seed), replay_rng(cfg.seed)
-    env = gym.make("CartPole-v1", max_episode_steps=500 if cfg.rule == "standard" else cfg.win_steps)
-    q, q_target, noises = networks(cfg)
-    noisy_gen = [torch.Generator().manual_seed(stream_seed(cfg.seed, f"noisynet_{net}")) for net in ("online", "target")]
-    pnoise = ParameterNoise(cfg.param_noise_sigma, cfg.param_noise_alpha, stream_seed(cfg.seed, "param_noise")) \
-        if cfg.param_noise else None
-    fresh_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, "soft_shrink_perturb"))
-    aux_rng = np.random.default_rng(stream_seed(cfg.seed, "replay_states"))   # states for adaptation and ReDo
-    probe = probe_states() if cfg.diag_every else None
+    env = ReferenceEnv(dataclasses.replace(task, max_episode_steps=episode_limit(cfg)))
+    q, q_target, _ = networks(cfg)
+    gens = run_generators(cfg)
+    pnoise = gens["param_noise"]
+    probe = probe_states(cfg.task) if cfg.diag_every else None
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
-    memory = Replay(cfg.buffer_limit)
+    memory = ReplayBuffers(1, cfg.buffer_limit, task.obs_shape, replay_dtype(task))
     returns, solved_at, diag, steps, updates, recycled = [], None, [], 0, 0, 0
-
-    def replay_states(n: int) -> torch.Tensor:
-        return torch.from_numpy(memory.rows(aux_rng.choice(len(memory), min(n, len(memory)), replace=False))[:, :4])
-
     for n in range(cfg.episodes):
         if cfg.step_budget and steps >= cfg.step_budget:
             break
         if cfg.diag_every and n % cfg.diag_every == 0:
-            diag.append({"episode": n, "env_steps": steps, "recycled_units": recycled,
-                         **diagnostics(acting_params(q, cfg), probe, cfg.skip, cfg.diag_tau),
-                         "param_noise_sigma": pnoise.sigma if pnoise else np.nan})
-        s, _ = env.reset(seed=env_seed(cfg.seed, n))
+            diag.append(diag_row(cfg, q, probe, n, steps, recycled, pnoise))
+        s = env.reset(env_seed(cfg.seed, n))
         eps, total, done, t = epsilon_at(cfg, n), 0.0, False, 0
-        perturbed = pnoise.perturbed(dict(q.named_parameters())) if pnoise else None
+        perturbed = pnoise.perturbed(q.params()) if pnoise else None
         while not done:
             if t % DRAW_BLOCK == 0:
                 draws = rng.random((DRAW_BLOCK, 2))
@@ -302,48 +393,41 @@ def train_dqn(cfg: DQNConfig) -> dict:
             with torch.no_grad():
                 x = torch.as_tensor(s, dtype=torch.float32)
                 if cfg.noisy_net:
-                    q.resample(noisy_gen[0])
+                    q.resample(gens["noisy"][0])
                 out = qnet_forward(x, perturbed, cfg.skip) if perturbed is not None else q(x)
-            a = int(random_action * 2) if explore < eps else int(out.argmax())
-            s2, r, terminated, truncated, _ = env.step(a)
-            memory.append(s, a, r / 100.0, s2, 0.0 if terminated else 1.0)
+            a = int(random_action * task.n_actions) if explore < eps else int(out.argmax())
+            s2, r, terminated, truncated = env.step(a)
+            memory.append(0, np.ravel(s), a, r, np.ravel(s2), 0.0 if terminated else 1.0)
             s, total, done, t = s2, total + r, terminated or truncated, t + 1
             steps += 1
-            if pnoise is not None and steps % cfg.param_noise_every == 0 and len(memory) >= cfg.batch_size:
+            if pnoise is not None and steps % cfg.param_noise_every == 0 and memory.size[0] >= cfg.batch_size:
                 with torch.no_grad():
-                    xs = replay_states(128)
+                    xs = replay_states(memory, 0, gens["states"], 128)
                     d = policy_distance(q(xs), qnet_forward(xs, perturbed, cfg.skip))
-                pnoise.adapt(d, epsilon_threshold(max(0.01, 0.08 - 0.01 * (n / 200))))   # minimalRL's schedule
+                pnoise.adapt(d, param_noise_target(n, task.n_actions))
         returns.append(total)
-        if len(memory) > cfg.learning_starts:
+        if memory.size[0] > cfg.learning_starts:
             for _ in range(cfg.updates_per_episode):
-                b = torch.from_numpy(memory.rows(replay.choice(len(memory), cfg.batch_size, replace=False)))
-                s_b, a_b, r_b, s2_b, m_b = b[:, :4], b[:, 4], b[:, 5], b[:, 6:10], b[:, 10]
+                b = torch.from_numpy(memory.batches(np.array([0]), replay.choice(memory.size[0], cfg.batch_size,
+                                                                                 replace=False)[None])[0])
+                s_b, a_b, r_b, s2_b, m_b = memory.split(b)
                 if cfg.noisy_net:
-                    q.resample(noisy_gen[0])
-                    q_target.resample(noisy_gen[1])
-                q_a = q(s_b).gather(1, a_b.long().unsqueeze(1))
+                    q.resample(gens["noisy"][0])
+                    q_target.resample(gens["noisy"][1])
+                q_a = q(s_b).gather(1, a_b.long())
                 with torch.no_grad():
-                    target = r_b.unsqueeze(1) + cfg.gamma * q_target(s2_b).max(1)[0].unsqueeze(1) * m_b.unsqueeze(1)
+                    target = r_b + cfg.gamma * q_target(s2_b).max(1)[0].unsqueeze(1) * m_b
                 loss = F.smooth_l1_loss(q_a, target)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 updates += 1
                 if cfg.soft_sp_alpha:
-                    soft_shrink_perturb(q, cfg.soft_sp_alpha, fresh_gen)
+                    soft_shrink_perturb(q.params(), cfg.soft_sp_alpha, gens["soft_sp"])
                 if cfg.redo_every and updates % cfg.redo_every == 0:
-                    fresh = fresh_qnet(cfg, cfg.seed, updates, "redo_net")
-                    recycled += redo(q, opt, replay_states(256), cfg.redo_tau, fresh, cfg.skip)
-        reset, shrink_perturb = reinit_due(cfg, n)
-        if reset or shrink_perturb:
-            fresh = fresh_qnet(cfg, cfg.seed, n)
-            if reset:
-                with torch.no_grad():
-                    q.fc3.weight.copy_(fresh.fc3.weight)
-                    q.fc3.bias.copy_(fresh.fc3.bias)
-            if shrink_perturb:
-                shrink_and_perturb(q, fresh, cfg.shrink, cfg.perturb)
+                    recycled += redo(q.params(), adam_moments(opt, q.params()), replay_states(memory, 0, gens["states"], 256),
+                                     cfg.redo_tau, fresh_params(cfg, cfg.seed, updates, "redo_net"), cfg.skip)
+        reinitialise(cfg, q.params(), n)
         if n % cfg.target_sync == 0 and n > 0:
             q_target.load_state_dict(q.state_dict())
         if solved_at is None and solved_now(cfg, returns, total):
@@ -351,9 +435,8 @@ def train_dqn(cfg: DQNConfig) -> dict:
             if cfg.rule == "win":
                 break
     if cfg.diag_every:
-        diag.append({"episode": len(returns), "env_steps": steps, "recycled_units": recycled,
-                     **diagnostics(acting_params(q, cfg), probe, cfg.skip, cfg.diag_tau),
-                     "param_noise_sigma": pnoise.sigma if pnoise else np.nan})
-    env.close()
+        diag.append(diag_row(cfg, q, probe, len(returns), steps, recycled, pnoise))
+    if hasattr(env.env, "close"):      # Gymnasium's (MinAtar's Environment has nothing to close)
+        env.env.close()
     return {"returns": returns, "solved_at": solved_at, "config": cfg.to_dict(), "diagnostics": diag,
             "env_steps": steps, "updates": updates}

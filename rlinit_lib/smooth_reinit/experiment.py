@@ -18,9 +18,8 @@ by seed, with the margin ``sesoi`` (``gpt_sesoi``). Every other comparison (the 
 controls, every method against epsilon = 0 and the epsilon schedule, the diagnostics, the collapse shares)
 is one exploratory family, corrected together. Verdict sentences come from ``core.verdicts``. Runs use
 seeds ``derive_seed(seed, s)`` (the same for every variant, so comparisons are paired by seed). DQN runs (variants x seeds) are trials of
-the run store: variants the batched path can train go ``dqn_chunk`` at a time through ``dqn_batched``
-(same returns as the faithful path, which ``dqn_batched=False`` runs one run per trial); NoisyNet,
-parameter noise, ReDo and soft shrink-and-perturb run one run per trial on the faithful path. GPT
+the run store: every arm goes ``dqn_chunk`` runs at a time through ``dqn_batched`` (same returns and
+diagnostics as the faithful path, which ``dqn_batched=False`` runs one run per trial). GPT
 variants put sigma-0.01 noise on the last block's MLP output projection (the source) or elsewhere;
 each (variant, seed) is a trial.
 """
@@ -37,11 +36,11 @@ from scipy.stats import fisher_exact, mannwhitneyu
 from rlinit_lib.core.notebook import Report
 from rlinit_lib.core.params import BOOL, Choice, Float, Int, ListOf, ParameterError, RunFields, Str, param
 from rlinit_lib.core.plots import band_plot
-from rlinit_lib.core.runtime import derive_seed, device_rule, environment_info, pick_device, seed_everything
+from rlinit_lib.core.runtime import derive_seed, device_rule, environment_info, pick_device
 from rlinit_lib.core.stats import interval, wilson_interval
 from rlinit_lib.core.verdicts import score_diverged, sesoi_line, verdict_table
 from rlinit_lib.core.store import RunStore
-from rlinit_lib.core.trials import Trial, run_config_trials
+from rlinit_lib.core.trials import Trial
 from rlinit_lib.smooth_reinit.char_gpt import SHIPPED_TEXT, CharData, GPTConfig, load_text, train_char_gpt
 from rlinit_lib.smooth_reinit.dqn import DQNConfig, train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
@@ -94,6 +93,10 @@ DQN_COLUMNS = ["variant", "seed", "episode", "return", "solved_at"]
 GPT_COLUMNS = ["iter", "train_loss", "val_loss", "variant", "seed"]
 
 
+QUESTION = ("Does smooth re-initialisation help DQN and a character GPT against matched controls, and does it act like "
+            "exploration or like restored plasticity?")
+
+
 @dataclass
 class SmoothReinitConfig(RunFields):
     """Every knob of notebook 04_smooth_reinit."""
@@ -130,6 +133,9 @@ class SmoothReinitConfig(RunFields):
     text_path: str | None = param(None, Str(optional=True))    # None: the tiny-shakespeare copy shipped with rlinit_lib
     output_dir: str = param("outputs/04_smooth_reinit", identity=False)
 
+    def environment(self) -> dict:
+        return environment_info(pick_device(self.dqn_device))
+
     def check_data(self) -> str:
         """The text the GPT part trains on, loaded before any work (FileNotFoundError naming it)."""
         if not self.gpt_variants:
@@ -152,6 +158,9 @@ class SmoothReinitConfig(RunFields):
                          redo_tau=self.dormant_tau, **settings)
 
 
+Config = SmoothReinitConfig
+
+
 def dqn_trial(runs: list, configs: list, batched: bool, device: str) -> dict:
     """Train DQN runs (``runs``: (variant, seed) pairs, ``configs``: their DQNConfig dicts); their returns
     and diagnostics."""
@@ -169,39 +178,20 @@ class DQNRuns:
     diagnostics: pd.DataFrame    # one row per (variant, seed, checkpoint)
 
 
-def run_dqn(cfg: SmoothReinitConfig) -> DQNRuns:
-    """Returns per episode and diagnostics for every (variant, seed), long format; resumable. Variants that
-    use an option the batched path lacks (NoisyNet, parameter noise, ReDo, soft shrink-and-perturb) run one
-    run per trial on the faithful path; the others in batched chunks of ``dqn_chunk``."""
-    cfg.validate()
-    store = open_store(cfg)
+def dqn_trials(cfg: SmoothReinitConfig, done: set[str]) -> list[Trial]:
+    """Every (variant, seed) not in ``done``, in batched chunks of ``dqn_chunk`` (every arm); with
+    ``dqn_batched=False`` one run per trial on the faithful path (the same tables)."""
     units = [(v, derive_seed(cfg.seed, s)) for v in cfg.dqn_variants for s in range(cfg.dqn_seeds)]
-    done = store.finished()
     todo = [u for u in units if f"dqn/{u[0]}/{u[1]}" not in done]
-    faithful = [u for u in todo if not cfg.dqn_batched or any(getattr(cfg.dqn_config(*u), f)
-                                                               for f in DQNConfig.FAITHFUL_ONLY)]
-    batched = [u for u in todo if u not in faithful]
-    groups = [batched[i:i + cfg.dqn_chunk] for i in range(0, len(batched), cfg.dqn_chunk)] + [[u] for u in faithful]
+    size = cfg.dqn_chunk if cfg.dqn_batched else 1
     trials = []
-    for chunk in groups:
+    for chunk in (todo[i:i + size] for i in range(0, len(todo), size)):
         keys = tuple(f"dqn/{v}/{s}" for v, s in chunk)
         trials.append(Trial(keys[0] if len(keys) == 1 else f"dqn-chunk/{keys[0]}/{len(keys)}", dqn_trial,
                             {"runs": chunk, "configs": [cfg.dqn_config(v, s).to_dict() for v, s in chunk],
-                             "batched": len(chunk) > 1 or chunk[0] in batched, "device": cfg.dqn_device}, units=keys,
+                             "batched": cfg.dqn_batched, "device": cfg.dqn_device}, units=keys,
                             work={"DQN runs": len(chunk), "episodes at most": len(chunk) * cfg.dqn_episodes}))
-    run_config_trials(cfg, store, trials, f"smooth-reinit-dqn-seed{cfg.seed}", "DQN trials")
-    # chunks of earlier runs may hold these runs: keep the rows of every wanted (variant, seed)
-    wanted = set(units)
-    out = []
-    for name, columns, sort in (("dqn_returns", DQN_COLUMNS, ["variant", "seed", "episode"]),
-                                ("dqn_diagnostics", None, ["variant", "seed", "episode"])):
-        df = store.table(name, columns, sort=sort)
-        if len(df):
-            df = df[[(v, s) in wanted for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
-        store.export(name, df)
-        out.append(df)
-    store.close()
-    return DQNRuns(*out)
+    return trials
 
 
 @functools.lru_cache(maxsize=2)
@@ -222,27 +212,44 @@ def gpt_trial(variant: str, seed: int, gpt: dict, sigma: float, text_path: str |
             "_log": {"gpt/final_val_loss": run["val_loss"]}}
 
 
-def run_gpt(cfg: SmoothReinitConfig) -> pd.DataFrame:
-    """Evaluation history for every (variant, seed); resumable. No variants: an empty table."""
-    cfg.validate()
-    if not cfg.gpt_variants:
-        return pd.DataFrame(columns=GPT_COLUMNS)
-    store = open_store(cfg)
-    keys = [(v, derive_seed(cfg.seed, s)) for v in cfg.gpt_variants for s in range(cfg.gpt_seeds)]
-    trials = [Trial(f"gpt/{v}/{s}", gpt_trial, {"variant": v, "seed": s, "gpt": cfg.gpt_config(s).to_dict(),
-                                                 "sigma": cfg.gpt_sigma, "text_path": cfg.text_path},
-                    work={"GPT iterations": cfg.gpt_config(s).max_iters}) for v, s in keys]
-    run_config_trials(cfg, store, trials, f"smooth-reinit-gpt-seed{cfg.seed}", "GPT runs")
-    df = store.table("gpt_losses", GPT_COLUMNS, sort=["variant", "seed", "iter"], trials=[t.key for t in trials])
-    store.export("gpt_losses", df)
-    store.close()
-    return df
+def gpt_trials(cfg: SmoothReinitConfig) -> list[Trial]:
+    """Every GPT (variant, seed), one trial each."""
+    return [Trial(f"gpt/{v}/{s}", gpt_trial, {"variant": v, "seed": s, "gpt": cfg.gpt_config(s).to_dict(),
+                                               "sigma": cfg.gpt_sigma, "text_path": cfg.text_path},
+                  work={"GPT iterations": cfg.gpt_config(s).max_iters})
+            for v in cfg.gpt_variants for s in (derive_seed(cfg.seed, j) for j in range(cfg.gpt_seeds))]
 
 
-def open_store(cfg: SmoothReinitConfig) -> RunStore:
-    seed_everything(cfg.seed)
-    return RunStore(cfg.output_dir, cfg.notebook, cfg.identity(), cfg.to_dict(),
-                    environment_info(pick_device(cfg.dqn_device)))
+def trials(cfg: SmoothReinitConfig, run) -> None:
+    """The DQN runs (in chunks), then the GPT runs."""
+    run(dqn_trials(cfg, run.finished()), "DQN trials")
+    if cfg.gpt_variants:
+        run(gpt_trials(cfg), "GPT runs")
+
+
+@dataclass(frozen=True)
+class SmoothReinitResult:
+    dqn_returns: pd.DataFrame        # one row per (variant, seed, episode)
+    dqn_diagnostics: pd.DataFrame    # one row per (variant, seed, checkpoint)
+    gpt_losses: pd.DataFrame         # one row per (variant, seed, evaluation)
+    EXPORTS = ("dqn_returns", "dqn_diagnostics", "gpt_losses")
+
+    @property
+    def dqn(self) -> DQNRuns:
+        return DQNRuns(self.dqn_returns, self.dqn_diagnostics)
+
+
+def tables(cfg: SmoothReinitConfig, store: RunStore, keys: list[str]) -> SmoothReinitResult:
+    """The rows of every wanted (variant, seed): chunks of an earlier run may hold these runs and others."""
+    wanted = {(v, derive_seed(cfg.seed, s)) for v in cfg.dqn_variants for s in range(cfg.dqn_seeds)}
+    out = []
+    for name, columns in (("dqn_returns", DQN_COLUMNS), ("dqn_diagnostics", None)):
+        df = store.table(name, columns, sort=["variant", "seed", "episode"])
+        out.append(df[[(v, s) in wanted for v, s in zip(df["variant"], df["seed"])]].reset_index(drop=True)
+                   if len(df) else df)
+    gpt = store.table("gpt_losses", GPT_COLUMNS, sort=["variant", "seed", "iter"], trials=[k for k in keys
+                                                                                           if k.startswith("gpt/")])
+    return SmoothReinitResult(*out, gpt)
 
 
 def compare_solving(metrics: pd.DataFrame, controls: dict) -> pd.DataFrame:
@@ -390,10 +397,16 @@ def analyse(cfg: SmoothReinitConfig, dqn: DQNRuns, losses: pd.DataFrame) -> Anal
     return Analysis(metrics, per_diag, gpt_final, family, collapses, primary)
 
 
-def smooth_reinit_report(cfg: SmoothReinitConfig, dqn: DQNRuns, losses: pd.DataFrame) -> Report:
+def verdicts(cfg: SmoothReinitConfig, result: SmoothReinitResult) -> pd.DataFrame:
+    """Every planned comparison: the primary ones (each arm against its matched control) and one exploratory family."""
+    return analyse(cfg, result.dqn, result.gpt_losses).family
+
+
+def report(cfg: SmoothReinitConfig, result: SmoothReinitResult) -> Report:
     """What notebook 04 shows: DQN curves, rliable's aggregates, success rates and the planned comparisons;
     smooth re-init against the exploration and plasticity methods on diagnostics; GPT losses; the verdicts
     (opening with the declared margin and primary comparisons)."""
+    dqn, losses = result.dqn, result.gpt_losses
     rep, res = Report(cfg.output_dir), analyse(cfg, dqn, losses)
     if len(res.metrics):
         dqn_section(rep, cfg, dqn, res)

@@ -5,7 +5,9 @@
   factorised Gaussian noise ``eps_w = f(eps_out) f(eps_in)^T``, ``eps_b = f(eps_out)``, ``f(x) = sgn(x)
   sqrt(|x|)``. Initialisation: ``mu ~ U[-1/sqrt(p), 1/sqrt(p)]``, ``sigma = sigma0 / sqrt(p)`` with ``p`` the
   layer's inputs and ``sigma0 = 0.5``. Acting uses epsilon = 0 and fresh noise at every step; each update
-  draws fresh noise for the online and, independently, for the target network.
+  draws fresh noise for the online and, independently, for the target network. The noisy weights are
+  formed (:func:`noisy_weights`) and the Q-network's one forward runs on them, so the same formula serves
+  one network (:class:`NoisyQNet`) and a stack of runs (``dqn_batched``, :func:`effective_params`).
 * **Parameter-space noise** (Plappert et al., ICLR 2018, Sec. 3): each episode acts greedily with a copy of
   the Q-network whose parameters are perturbed by ``N(0, sigma^2)``; ``sigma`` adapts so that the perturbed
   and unperturbed policies differ by a target distance: with ``d = KL(softmax(Q) || softmax(Q~))`` on states
@@ -18,6 +20,7 @@
   still measured below the epsilon = 0.05 target, so sigma would grow without bound).
 * NoisyNet's torso stays deterministic: fc1 is an ordinary layer and fc2, fc3 are noisy, as the paper makes
   the layers after its convolutional torso noisy (with fc1 noisy too, CartPole's small inputs drowned in noise).
+  On MinAtar fc1 is the convolution, so this is exactly the paper's placement (the dense layers noisy).
 """
 from __future__ import annotations
 
@@ -28,10 +31,66 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlinit_lib.core.params import check_float
+from rlinit_lib.smooth_reinit.plasticity import qnet_layers
+
+NOISY = ("fc2", "fc3")      # the noisy layers of the Q-network
 
 
 def _f(x: torch.Tensor) -> torch.Tensor:
     return x.sign() * x.abs().sqrt()
+
+
+def noise_size(p: dict) -> int:
+    """Length of one draw of factorised noise for the noisy layers of parameters ``p`` (sum of in + out)."""
+    return sum(sum(p[f"{layer}.weight_mu"].shape[-2:]) for layer in NOISY)
+
+
+def draw_noise(n: int, generator: torch.Generator) -> torch.Tensor:
+    """``f(eps)`` for every noisy layer at once: per layer ``f(eps_in)`` then ``f(eps_out)``, in ``NOISY`` order."""
+    return _f(torch.randn(n, generator=generator))
+
+
+def noisy_weights(w_mu, b_mu, w_sigma, b_sigma, f_in, f_out) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noisy layer's (weight, bias): ``mu + sigma * f(eps_out) f(eps_in)^T`` and ``mu_b + sigma_b * f(eps_out)``;
+    any leading axes (a stack of runs) broadcast."""
+    return w_mu + w_sigma * (f_out.unsqueeze(-1) * f_in.unsqueeze(-2)), b_mu + b_sigma * f_out
+
+
+def layer_noise(p: dict, f_eps: torch.Tensor):
+    """(layer, f(eps_in), f(eps_out)) of each noisy layer, cut from one draw ``f_eps`` (``draw_noise``'s layout)."""
+    start = 0
+    for layer in NOISY:
+        n_out, n_in = p[f"{layer}.weight_mu"].shape[-2:]
+        yield layer, f_eps[..., start:start + n_in], f_eps[..., start + n_in:start + n_in + n_out]
+        start += n_in + n_out
+
+
+def effective_params(p: dict, f_eps: torch.Tensor) -> dict:
+    """The ordinary Q-network parameters (``fc1.weight`` ... ``fc3.bias``) of NoisyNet parameters ``p`` with
+    noise ``f_eps`` ([..., n] for a stack of runs)."""
+    out = {"fc1.weight": p["fc1.weight"], "fc1.bias": p["fc1.bias"]}
+    for layer, f_in, f_out in layer_noise(p, f_eps):
+        out[f"{layer}.weight"], out[f"{layer}.bias"] = noisy_weights(
+            *(p[f"{layer}.{k}"] for k in ("weight_mu", "bias_mu", "weight_sigma", "bias_sigma")), f_in, f_out)
+    return out
+
+
+def noisy_gradients(grads: dict, p: dict, f_eps: torch.Tensor) -> dict:
+    """The gradients of NoisyNet parameters ``p`` from those of their ``effective_params`` (``grads``) with noise
+    ``f_eps``: ``noisy_weights``' chain rule, the products autograd forms (``d mu = d w``, ``d sigma = d w * eps``)."""
+    out = {"fc1.weight": grads["fc1.weight"], "fc1.bias": grads["fc1.bias"]}
+    for layer, f_in, f_out in layer_noise(p, f_eps):
+        g_w, g_b = grads[f"{layer}.weight"], grads[f"{layer}.bias"]
+        out[f"{layer}.weight_mu"], out[f"{layer}.bias_mu"] = g_w, g_b
+        out[f"{layer}.weight_sigma"] = g_w * (f_out.unsqueeze(-1) * f_in.unsqueeze(-2))
+        out[f"{layer}.bias_sigma"] = g_b * f_out
+    return out
+
+
+def mean_params(p: dict) -> dict:
+    """NoisyNet parameters without noise (the ``mu``s), under the ordinary names: what diagnostics look at."""
+    return {"fc1.weight": p["fc1.weight"], "fc1.bias": p["fc1.bias"],
+            **{f"{n}.{k}": p[f"{n}.{k}_mu"] for n in NOISY for k in ("weight", "bias")}}
 
 
 class NoisyLinear(nn.Module):
@@ -49,7 +108,7 @@ class NoisyLinear(nn.Module):
         self.register_buffer("eps_out", torch.zeros(out_features))
 
     def resample(self, generator: torch.Generator) -> None:
-        self.set_noise(_f(torch.randn(self.eps_in.numel() + self.eps_out.numel(), generator=generator)))
+        self.set_noise(draw_noise(self.eps_in.numel() + self.eps_out.numel(), generator))
 
     def set_noise(self, f_eps: torch.Tensor) -> None:
         """Take ``f(eps_in)`` and ``f(eps_out)`` from one vector, in place (no module attribute is replaced)."""
@@ -57,40 +116,46 @@ class NoisyLinear(nn.Module):
         self.eps_out.copy_(f_eps[self.eps_in.numel():])
 
     def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) with the current noise (``forward`` computes the same without forming the weight)."""
-        return (self.weight_mu + self.weight_sigma * torch.outer(self.eps_out, self.eps_in),
-                self.bias_mu + self.bias_sigma * self.eps_out)
+        """(weight, bias) with the current noise."""
+        return noisy_weights(self.weight_mu, self.bias_mu, self.weight_sigma, self.bias_sigma, self.eps_in, self.eps_out)
 
     def forward(self, x):
-        # (sigma * eps_out eps_in^T) x = eps_out * (sigma (eps_in * x)): two products, no [out, in] noise matrix
-        noise = F.linear(x * self.eps_in, self.weight_sigma) * self.eps_out
-        return F.linear(x, self.weight_mu, self.bias_mu + self.bias_sigma * self.eps_out) + noise
+        return F.linear(x, *self.effective())
 
 
 class NoisyQNet(nn.Module):
-    """minimalRL's 4-128-128-2 Q-network with noisy fc2 and fc3 (fc1, the torso, stays ordinary);
-    ``mean_params`` is the network without noise (what diagnostics look at)."""
+    """The task's Q-network (``tasks.Task.qnet_layers``; CartPole: minimalRL's 4-128-128-2) with noisy fc2 and fc3
+    (fc1, the torso, stays ordinary). The forward is the Q-network's one forward (``plasticity.qnet_layers``) on
+    ``params()``, the weights with the current noise."""
 
-    def __init__(self, skip: bool = False, sigma0: float = 0.5):
+    def __init__(self, skip: bool = False, sigma0: float = 0.5, task="CartPole-v1"):
+        from rlinit_lib.smooth_reinit.tasks import get_task, make_layer
+
         super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 128), NoisyLinear(128, 128, sigma0), NoisyLinear(128, 2, sigma0)
+        layers = get_task(task).qnet_layers if isinstance(task, str) else task.qnet_layers
+        self.fc1 = make_layer(layers[0])
+        self.fc2, self.fc3 = (NoisyLinear(spec[1], spec[2], sigma0) for spec in layers[1:])
         self.skip = skip
 
     def resample(self, generator: torch.Generator) -> None:
-        """Fresh noise for every noisy layer, drawn at once."""
-        layers = (self.fc2, self.fc3)
+        """Fresh noise for every noisy layer, drawn at once (``draw_noise``)."""
+        layers = [getattr(self, n) for n in NOISY]
         sizes = [layer.eps_in.numel() + layer.eps_out.numel() for layer in layers]
-        for layer, f_eps in zip(layers, _f(torch.randn(sum(sizes), generator=generator)).split(sizes)):
+        for layer, f_eps in zip(layers, draw_noise(sum(sizes), generator).split(sizes)):
             layer.set_noise(f_eps)
 
+    def params(self) -> dict:
+        """The ordinary Q-network parameters with the current noise."""
+        out = {"fc1.weight": self.fc1.weight, "fc1.bias": self.fc1.bias}
+        for n in NOISY:
+            out[f"{n}.weight"], out[f"{n}.bias"] = getattr(self, n).effective()
+        return out
+
     def forward(self, x):
-        x = F.relu(self.fc1(x))
-        h = F.relu(self.fc2(x))
-        return self.fc3(h + x if self.skip else h)
+        return qnet_layers(x, self.params(), self.skip)[-1]
 
     def mean_params(self) -> dict:
-        return {"fc1.weight": self.fc1.weight, "fc1.bias": self.fc1.bias,
-                **{f"{n}.{p}": getattr(getattr(self, n), f"{p}_mu") for n in ("fc2", "fc3") for p in ("weight", "bias")}}
+        return mean_params(dict(self.named_parameters()))
 
 
 def epsilon_threshold(epsilon: float, n_actions: int = 2) -> float:

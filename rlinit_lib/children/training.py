@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from rlinit_lib.core.data import ImageData, normalise
 from rlinit_lib.initialisation.initialisers import INIT_METHODS, initialise
 from rlinit_lib.initialisation.activations import ACTIVATIONS
-from rlinit_lib.scale_search.networks import SimpleCNN
+from rlinit_lib.children.networks import SimpleCNN
 from rlinit_lib.core.runtime import pick_device, stream_seed
 from rlinit_lib.core.params import check_choice, check_float, check_int
 

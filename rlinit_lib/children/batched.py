@@ -36,7 +36,7 @@ from rlinit_lib.core.precision import autocast
 from rlinit_lib.initialisation.initialisers import INIT_METHODS
 from rlinit_lib.initialisation.activations import ACTIVATIONS
 from rlinit_lib.core.runtime import pick_device, stream_seed
-from rlinit_lib.scale_search.training import TrainResult, build_child, train_and_evaluate
+from rlinit_lib.children.training import TrainResult, build_child, train_and_evaluate
 from rlinit_lib.core.params import ParameterError, check_choice, check_float, check_int
 
 

@@ -54,16 +54,16 @@ from rlinit_lib.core.data import load_cached, normalise
 from rlinit_lib.core.notebook import Report, upstream_dir
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, ParameterError, RunFields, check_int, param
 from rlinit_lib.core.plots import band_plot
-from rlinit_lib.core.runtime import derive_seed, pick_device, seed_everything, stream_seed
+from rlinit_lib.core.runtime import derive_seed, pick_device, stream_seed
 from rlinit_lib.core.stats import interval
 from rlinit_lib.core.store import RunStore, StoreError, read_upstream
-from rlinit_lib.core.trials import Trial, run_config_trials
+from rlinit_lib.core.trials import Trial
 from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
                                       verdict_table)
 from rlinit_lib.initialisation.data_driven import InitCost, effective_scales, gradinit, lsuv_init, metainit
 from rlinit_lib.initialisation.theory import critical_scales
-from rlinit_lib.scale_search.child import ChildTraining
-from rlinit_lib.scale_search.training import build_child, train_and_evaluate
+from rlinit_lib.children.child import ChildTraining
+from rlinit_lib.children.training import build_child, train_and_evaluate
 
 ARMS = ("pytorch_default", "xavier_uniform", "he", "he_second_moment", "he_variance", "he_backward", "searched",
         "lsuv", "gradinit", "metainit")
@@ -76,6 +76,10 @@ CHANCE = 0.1                              # every dataset of core.data has 10 cl
 RUN_COLUMNS = ["arm", "seed_index", "seed", "epoch", "test_accuracy", "train_loss", "nan_detected"]
 WIDTH_COLUMNS = ["width", "scale", "seed_index", "seed", "val_accuracy", "test_accuracy", "nan_detected"]
 ACCURACY = (0.0, 1.0)
+
+
+QUESTION = ("Does the searched scale beat the initialisers practitioners use (analytic gains, LSUV, GradInit, "
+            "MetaInit), and does it carry over across widths?")
 
 
 @dataclass
@@ -111,6 +115,9 @@ class InitMethodsConfig(ChildTraining, RunFields):
 
     def check(self):
         check_int("long_epochs", self.long_epochs, low=4 * self.proxy_epochs)   # the issue's "at least 4x"
+
+    def check_upstream(self) -> None:
+        self.arm_scales()               # the searched scale (02's store) is found before any work, or one line says why
 
     def searched(self) -> tuple[float | None, str]:
         """(the searched scale, where it came from); None when it cannot be had (the sentence says why)."""
@@ -171,6 +178,9 @@ class InitMethodsConfig(ChildTraining, RunFields):
         return {k: getattr(self, k) for k in ("init_batch", "lsuv_tolerance", "lsuv_attempts", "gradinit_iters",
                                               "gradinit_lr", "gradinit_eta", "gradinit_gamma", "gradinit_min_scale",
                                               "metainit_steps", "metainit_lr", "metainit_batch")}
+
+
+Config = InitMethodsConfig
 
 
 def scored(values: pd.Series, chance: float = CHANCE) -> np.ndarray:
@@ -282,6 +292,7 @@ class InitMethodsResult:
     layer_scales: pd.DataFrame  # one row per (arm, seed, layer): effective scale
     widths: pd.DataFrame        # one row per (width, scale, seed)
     scales: dict                # He-type arm -> scale
+    EXPORTS = ("runs", "init", "layer_scales", "widths")
 
 
 def arm_seed(cfg_seed: int, j: int) -> int:
@@ -293,35 +304,29 @@ def width_seed(cfg_seed: int, j: int) -> int:
     return derive_seed(cfg_seed, WIDTH_SALT, j)
 
 
-def run_init_methods(cfg: InitMethodsConfig) -> InitMethodsResult:
-    """Train every (arm, seed) and the width grid (resuming from the run store)."""
-    cfg.validate()
-    scales = cfg.arm_scales()                 # fails before any work when the searched scale is missing
-    store = RunStore.for_config(cfg, cfg.environment())
-    seed_everything(cfg.seed)
-    child = cfg.child()
-    trials = [Trial(f"arm/{arm}/{j}", arm_trial, {"child": child, "arm": arm, "seed_index": j,
-                                                   "seed": arm_seed(cfg.seed, j), "scales": scales,
-                                                   "settings": cfg.init_settings(), "epochs": cfg.long_epochs},
-                    work={"child epochs": cfg.long_epochs})
-              for j in range(cfg.seeds) for arm in cfg.arms]
-    trials += [Trial(f"width/{w!r}/{s!r}/{j}", width_trial, {"child": child, "width": float(w), "scale": float(s),
-                                                              "seed_index": j, "seed": width_seed(cfg.seed, j),
-                                                              "epochs": cfg.width_epochs},
-                     work={"child epochs": cfg.width_epochs})
-               for j in range(cfg.width_seeds) for w in cfg.widths for s in cfg.width_scales]
-    run_config_trials(cfg, store, trials, f"init-methods-seed{cfg.seed}", "arms and width-grid networks")
-    keys = [t.key for t in trials]
-    out = InitMethodsResult(
+def trials(cfg: InitMethodsConfig, run) -> None:
+    """Every (arm, seed) and the width grid, one trial each."""
+    child, scales = cfg.child(), cfg.arm_scales()
+    arms = [Trial(f"arm/{arm}/{j}", arm_trial, {"child": child, "arm": arm, "seed_index": j,
+                                                 "seed": arm_seed(cfg.seed, j), "scales": scales,
+                                                 "settings": cfg.init_settings(), "epochs": cfg.long_epochs},
+                  work={"child epochs": cfg.long_epochs})
+            for j in range(cfg.seeds) for arm in cfg.arms]
+    widths = [Trial(f"width/{w!r}/{s!r}/{j}", width_trial, {"child": child, "width": float(w), "scale": float(s),
+                                                             "seed_index": j, "seed": width_seed(cfg.seed, j),
+                                                             "epochs": cfg.width_epochs},
+                    work={"child epochs": cfg.width_epochs})
+              for j in range(cfg.width_seeds) for w in cfg.widths for s in cfg.width_scales]
+    run(arms + widths, "arms and width-grid networks")
+
+
+def tables(cfg: InitMethodsConfig, store: RunStore, keys: list[str]) -> InitMethodsResult:
+    return InitMethodsResult(
         store.table("runs", RUN_COLUMNS, sort=["arm", "seed_index", "epoch"], trials=keys),
         store.table("init", sort=["arm", "seed_index"], trials=keys),
         store.table("layer_scales", sort=["arm", "seed_index", "layer_index"], trials=keys),
         store.table("widths", WIDTH_COLUMNS, sort=["width", "scale", "seed_index"], trials=keys),
-        scales)
-    for name in ("runs", "init", "layer_scales", "widths"):
-        store.export(name, getattr(out, name))
-    store.close()
-    return out
+        cfg.arm_scales())
 
 
 def horizons(cfg: InitMethodsConfig) -> tuple:
@@ -434,7 +439,7 @@ def verdict_rows(contrasts: list[Contrast], sesoi: float) -> pd.DataFrame:
     return compare_family(contrasts, sesoi, primary=[PRIMARY] if PRIMARY in names else [], bounds=ACCURACY_DIFFERENCE)
 
 
-def comparisons(result: InitMethodsResult, cfg: InitMethodsConfig, chance: float = CHANCE) -> pd.DataFrame:
+def verdicts(cfg: InitMethodsConfig, result: InitMethodsResult, chance: float = CHANCE) -> pd.DataFrame:
     """The notebook's verdict table: arms at the long horizon (and the primary at the proxy), width transfer."""
     long, proxy = (accuracy_at(result.runs, e, "test", chance) for _, e in reversed(horizons(cfg)))
     contrasts = arm_contrasts(long, proxy, cfg.arms) + width_contrasts(transfer_by_seed(result.widths, 1.0, chance))
@@ -473,7 +478,7 @@ def search_cost(cfg: InitMethodsConfig) -> tuple[float | None, str]:
                            f" = {epochs} proxy epochs (the dissertation's search: 200 x 7 = 1,400)")
 
 
-def verdict(rows: pd.DataFrame, cfg: InitMethodsConfig, table: pd.DataFrame) -> str:
+def verdict_text(rows: pd.DataFrame, cfg: InitMethodsConfig, table: pd.DataFrame) -> str:
     """The report's verdicts: the declared margin and primary, every comparison in words, and the cost."""
     cheap = table.loc[table["arm"] != "searched", "epoch_equivalents"]
     cost = f"Cost: {search_cost(cfg)[1]}; the other arms spent at most {cheap.max():.2f} epoch-equivalents."
@@ -531,7 +536,7 @@ def plot_widths(widths: pd.DataFrame, best: pd.DataFrame, chance: float = CHANCE
     return fig
 
 
-def init_methods_report(cfg: InitMethodsConfig, result: InitMethodsResult) -> Report:
+def report(cfg: InitMethodsConfig, result: InitMethodsResult) -> Report:
     """What notebook 06 shows: the arms table and figures, learning curves, per-layer scales, width transfer,
     and the verdicts."""
     rep = Report(cfg.output_dir)
@@ -540,7 +545,7 @@ def init_methods_report(cfg: InitMethodsConfig, result: InitMethodsResult) -> Re
     rep.markdown(origin + "Every accuracy below is on the test split, from this notebook's own seeds (not a re-run of "
                  "02's networks); choices (the searched scale, the best scale per width) are made on validation data.")
     table = arm_table(result, cfg)
-    rows = comparisons(result, cfg)
+    rows = verdicts(cfg, result)
     rep.markdown("## Accuracy per arm\nTest accuracy: mean and 95% t interval over seeds (inside [0, 1]) after the proxy "
                  "and the long training; a diverged run is kept and scored at chance (`*_diverged_rate`: the share of "
                  "runs diverged by then); init cost in wall seconds, epoch-equivalents of passes (a backward counts "
@@ -570,5 +575,5 @@ def init_methods_report(cfg: InitMethodsConfig, result: InitMethodsResult) -> Re
         rep.table("width_transfer_by_seed", transfer_by_seed(result.widths), show=False)
         rep.figure("width_transfer", plot_widths(result.widths, best))
     rep.table("comparisons", rows, show=False)
-    rep.verdict("## What this run found\n" + verdict(rows, cfg, table))
+    rep.verdict("## What this run found\n" + verdict_text(rows, cfg, table))
     return rep

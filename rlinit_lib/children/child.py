@@ -21,7 +21,7 @@ from rlinit_lib.core.runtime import device_rule, environment_info, pick_device
 from rlinit_lib.core.store import stored_identity
 from rlinit_lib.core.trials import torch_threads, trial_threads
 from rlinit_lib.initialisation.activations import ACTIVATIONS
-from rlinit_lib.scale_search.training import TrainResult, probe_step, train_and_evaluate
+from rlinit_lib.children.training import TrainResult, probe_step, train_and_evaluate
 
 NAN_REWARD = -2.0
 MAX_REWARD = 10.0

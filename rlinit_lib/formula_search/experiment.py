@@ -1,0 +1,656 @@
+"""Notebook 07: searching initialisation formulas instead of one scale (issue 27; the dissertation's Sec. 6.4, 7.4).
+
+A candidate is a formula ``sigma_l = f(fan_in, fan_out, l, L, g)`` of the grammar (``grammar``), trained briefly
+on a testbed where initialisation decides (``testbeds``: plain deep networks without normalisation or skips).
+Each searcher of ``searchers`` (REINFORCE over token sequences, regularised evolution, random search;
+``searchers``) runs ``repeats`` times on an equal budget of ``budget`` child epochs, i.e. ``budget //
+proxy_epochs`` trained candidates. Its reward is ``reward`` after the proxy (validation accuracy by default; never
+test accuracy).
+
+**Equal budget.** Every trained candidate costs ``proxy_epochs``. A proposal equal (canonically, sympy) to one
+already evaluated in the same search is not trained again: it is told its earlier reward and costs nothing. A
+formula that is not a finite positive sigma on every layer of the testbed (``Formula.valid_for``) is not
+trained either: it is scored by the diverged rule and costs nothing. A search stops at its budget or after
+``20 x`` its candidates in proposals (a converged controller proposes mostly repeats).
+
+**One rule for diverged runs** (``core.verdicts.score_diverged``): a candidate whose sigma is not a finite
+positive number, or whose training produced NaN/inf, is kept and scored at :data:`DIVERGED_REWARD` of the
+reward (validation accuracy: chance, 1/10, as notebooks 02, 05 and 06 score a diverged child); the searcher is
+told that score and the search goes on. Re-trained networks that diverge score chance test accuracy.
+
+**Resuming.** Each candidate's training is one trial of the run store, keyed ``search/<searcher>/<repeat>/<step>``.
+The searches advance in lock-step rounds (one new candidate per search per round, so a round's trials run in
+parallel on the executor). A searcher's proposals depend only on its seed and the rewards it was told, so a run
+started again REPLAYS every search from its start: finished candidates come back from the store without
+training (their formula is checked against the proposal), the first unfinished round is trained, and the tables
+equal an uninterrupted run's. ``tables`` replays the same way from the store alone.
+
+**Seeds** (``core.runtime.derive_seed``; inside a trial ``stream_seed`` per purpose: ``init``, ``data_order``):
+the searcher of repeat r is seeded ``derive_seed(seed, SEARCHER_SALT, r)``; the child of step i of repeat r is
+``derive_seed(seed, SEARCH_SALT, r, i)`` for every searcher (common random numbers: the design is paired by
+repeat); re-training and transfer use ``derive_seed(seed, VALIDATION_SALT, j)``, disjoint from the search's.
+
+**Validation.** The best formula overall (``best``: the highest search reward of any trained, non-diverged
+candidate; ties to the earlier searcher, repeat, step) and each searcher's best (``best_<searcher>``) are
+re-trained for ``long_epochs`` on ``validation_seeds`` fresh seeds against the ``baselines`` (He, LeCun, Xavier,
+``g / sqrt(fan_in)``: the analytic gain, SiLU's from ``initialisation.theory``), every arm with the same seed j,
+and reported on TEST accuracy (the choice used only the search's reward). The best formula is then trained on
+each of ``transfer_testbeds`` against He, with the same fresh seeds, without re-searching.
+
+**Verdicts**, declared before the run: the primary is ``best - he`` on the search testbed's test accuracy after
+``long_epochs``, paired by seed, read with ``sesoi``. Exploratory, one Bonferroni family: ``best`` against the
+other baselines, each searcher's best against He, REINFORCE against random search and evolution against random
+search (best-so-far reward at the full budget, paired by repeat, margin ``search_sesoi``), and each transfer
+testbed (``best - he``).
+
+Left out (issue 27 items not built here): LSUV, GradInit and MetaInit as baselines (``initialisation.data_driven``
+needs a hook into ``testbeds.train_candidate``'s model), the reward-fidelity table (rank agreement of every
+reward with long-training test accuracy), and training many candidates at once in one batched network.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from rlinit_lib.children.child import ChildTraining
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASET_CLASSES, load_cached
+from rlinit_lib.core.notebook import Report
+from rlinit_lib.core.params import (Choice, Float, Int, ListOf, ParameterError, RunFields, check_choice, param)
+from rlinit_lib.core.plots import band_plot
+from rlinit_lib.core.runtime import derive_seed, pick_device
+from rlinit_lib.core.stats import interval
+from rlinit_lib.core.store import RunStore, StoreError
+from rlinit_lib.core.trials import Trial
+from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
+                                      verdict_table)
+from rlinit_lib.formula_search.grammar import (CONSTANTS, DISTRIBUTIONS, KNOWN, MAX_LENGTH, OPERATORS, TERMINALS,
+                                               Formula, Grammar, _names, parse)
+from rlinit_lib.formula_search.rewards import DIRECTION, REWARDS
+from rlinit_lib.formula_search.searchers import MAX_BUDGET, SEARCHERS, Searcher, make_searcher
+from rlinit_lib.formula_search.testbeds import TESTBEDS, build, gain, get_testbed, layer_fans, train_candidate
+
+SEARCH_SALT, SEARCHER_SALT, VALIDATION_SALT = 701, 702, 703   # this notebook's own seeds
+CHANCE = 0.1                 # every dataset of core.data has 10 classes: a diverged network scores 1/10
+# The one rule for a diverged candidate (core.verdicts.score_diverged), per reward (higher is better): chance
+# accuracy, or a floor below what a trained network measures (rewards.py: the log-scale spreads are bounded by
+# float32's range, |log| < 89, and the loss slope of a network that learns at all lies within +-10)
+DIVERGED_REWARD = {"val_accuracy": CHANCE, "grad_norm_variance": -1e4, "activation_stability": -100.0,
+                   "loss_slope": -10.0}
+BASELINES = ("he", "lecun", "xavier", "he_gain")   # names of grammar.KNOWN; he_gain = g / sqrt(fan_in)
+PRIMARY = "best - he"        # declared before the run: test accuracy after long_epochs, paired by seed
+SEARCH_CONTRASTS = (("reinforce", "random"), ("evolution", "random"))
+PROPOSALS_PER_CANDIDATE = 20  # a search stops after this many proposals per candidate of its budget
+ACCURACY = (0.0, 1.0)
+TRAINED_COLUMNS = ["val_accuracy", "test_accuracy", "diverged", "reason", "epochs", "steps", "initial_loss",
+                   "train_loss", *[r for r in REWARDS if r != "val_accuracy"], "seconds"]
+CANDIDATE_COLUMNS = ["searcher", "repeat", "step", "proposals", "formula", "canonical", "tokens", "distribution",
+                     "trained", "seed", "budget_used", "reward", "best_so_far", *TRAINED_COLUMNS]
+RUN_COLUMNS = ["arm", "formula", "canonical", "seed_index", "seed", "val_accuracy", "test_accuracy", "diverged"]
+
+QUESTION = ("Does a search over initialisation formulas (REINFORCE, regularised evolution, random search) find a "
+            "formula that beats He where initialisation decides, and does the controller beat random search on the "
+            "same budget?")
+
+
+@dataclass(frozen=True)
+class Primitives:
+    """A rule for a list of grammar primitives: each known, none repeated, non-empty unless ``allow_empty``."""
+
+    known: tuple
+    allow_empty: bool = False
+
+    def __call__(self, name, value):
+        _names(name, value, self.known, self.allow_empty)
+
+
+@dataclass
+class FormulaSearchConfig(ChildTraining, RunFields):
+    """Every knob of notebook 07_formula_search. The data fields are ``ChildTraining``'s; the network, its
+    activation, optimiser, learning rate and batch size are the testbed's (``testbeds.TESTBEDS``), so
+    ``ChildTraining``'s ``activation``, ``lr`` and ``batch_size`` must stay at their defaults, and the testbeds
+    train in float32 (``precision`` auto or fp32)."""
+
+    notebook = "07_formula_search"
+
+    testbed: str = param("mlp20_relu_sgd", Choice(tuple(TESTBEDS)))        # where the search runs
+    searchers: list = param(list(SEARCHERS), ListOf(Choice(SEARCHERS), what="searcher names"), identity=False)
+    repeats: int = param(5, Int(low=2, high=1_000), identity=False)         # runs per searcher (paired by repeat)
+    budget: int = param(200, Int(low=1, high=MAX_BUDGET))                  # child epochs per searcher run
+    proxy_epochs: int = param(2, Int(low=1, high=10_000))                  # one candidate's training
+    reward: str = param("val_accuracy", Choice(REWARDS))                   # never test accuracy
+    max_length: int = param(12, Int(low=1, high=MAX_LENGTH))               # tokens of a formula (prefix notation)
+    operators: list = param(list(Grammar.operators), Primitives(tuple(OPERATORS)))
+    terminals: list = param(list(TERMINALS), Primitives(TERMINALS, allow_empty=True))
+    constants: list = param(list(Grammar.constants), Primitives(tuple(CONSTANTS), allow_empty=True))
+    distributions: list = param(["normal"], Primitives(DISTRIBUTIONS))      # normal | uniform | orthogonal
+    population: int = param(20, Int(low=2, high=100_000))                  # regularised evolution
+    tournament: int = param(5, Int(low=1, high=100_000))                   # members drawn per parent choice
+    controller_lr: float = param(1e-3, Float(low=0.0, low_open=True))      # REINFORCE's Adam
+    controller_entropy: float = param(0.05, Float(low=0.0))                # REINFORCE's entropy bonus
+    baselines: list = param(list(BASELINES), ListOf(Choice(tuple(KNOWN)), what="names of grammar.KNOWN"))
+    validation_seeds: int = param(5, Int(low=2, high=1_000), identity=False)   # fresh seeds per arm (more extends)
+    long_epochs: int = param(10, Int(low=1, high=10_000))                  # re-training of the best formulas
+    transfer_testbeds: list = param(["mlp10_relu_sgd", "mlp40_relu_sgd", "cnn12_relu_sgd"],
+                                    ListOf(Choice(tuple(TESTBEDS)), 0, what="testbed names"), identity=False)
+    sesoi: float = param(0.005, Float(low=0.0, low_open=True))       # smallest test-accuracy difference of interest
+    search_sesoi: float = param(0.005, Float(low=0.0, low_open=True))  # same, for best-so-far reward (its units)
+    output_dir: str = param("outputs/07_formula_search", identity=False)
+
+    def check(self):
+        self.grammar()
+        if self.budget < self.proxy_epochs:
+            raise ParameterError(f"budget must be an integer >= proxy_epochs ({self.proxy_epochs}), the child epochs "
+                                 f"of one candidate (got {self.budget!r})")
+        if self.tournament > self.population:
+            raise ParameterError(f"tournament must be an integer <= population ({self.population}) (got "
+                                 f"{self.tournament!r})")
+        if "he" not in self.baselines:
+            raise ParameterError(f"baselines must contain 'he', the primary comparison's reference (got "
+                                 f"{self.baselines!r})")
+        if self.testbed in self.transfer_testbeds:
+            raise ParameterError(f"transfer_testbeds must not contain the search testbed {self.testbed!r} (got "
+                                 f"{self.transfer_testbeds!r})")
+        defaults = ChildTraining()
+        for name in ("activation", "lr", "batch_size"):
+            if getattr(self, name) != getattr(defaults, name):
+                raise ParameterError(f"{name} is set by the testbed ({self.testbed}: {name} "
+                                     f"{getattr(get_testbed(self.testbed), name, None)!r}); leave {name} at its default "
+                                     f"{getattr(defaults, name)!r} (got {getattr(self, name)!r})")
+        check_choice("precision", self.precision, ("auto", "fp32"))
+
+    def grammar(self) -> Grammar:
+        return Grammar(tuple(self.operators), tuple(self.terminals), tuple(self.constants), self.max_length,
+                       tuple(self.distributions))
+
+    def candidates_per_search(self) -> int:
+        return self.budget // self.proxy_epochs
+
+    def precision_record(self) -> dict:
+        """The testbeds train in float32: no probe."""
+        return {"requested": self.precision, "chosen": "fp32", "probe": None}
+
+    def identity(self) -> dict:
+        """The settings that change results, with the search testbed's recipe (a changed preset is refused) in
+        place of ``ChildTraining``'s activation, lr and batch_size (held at their defaults, see ``check``)."""
+        out = {k: v for k, v in super().identity().items() if k not in ("activation", "lr", "batch_size")}
+        return {**out, "testbed recipe": dataclasses.asdict(get_testbed(self.testbed))}
+
+    def data(self) -> dict:
+        """What a trial needs to load the data (plain values, so a trial can run in another process)."""
+        return {k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "val_size",
+                                              "device")}
+
+    def searcher_options(self, name: str) -> dict:
+        return {"random": {}, "evolution": {"population": self.population, "sample": self.tournament},
+                "reinforce": {"lr": self.controller_lr, "entropy": self.controller_entropy}}[name]
+
+
+Config = FormulaSearchConfig
+
+
+# ---- one candidate ----
+
+def network_fans(testbed: str, dataset: str) -> tuple[list[tuple[int, int]], float]:
+    """((fan_in, fan_out) per weight layer, the activation's gain) of ``testbed`` on ``dataset``'s 32x32 images."""
+    tb = get_testbed(testbed)
+    model = build(tb, (DATASET_CHANNELS[dataset], 32, 32), DATASET_CLASSES[dataset])
+    return layer_fans(model), gain(tb.activation)
+
+
+def formula_of(row: dict) -> Formula:
+    return Formula(tuple(str(row["tokens"]).split()), row["distribution"])
+
+
+def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: int,
+                    evaluator: Callable | None = None) -> dict:
+    """One formula trained on ``testbed`` for ``epochs`` with ``seed``: the row of table ``runs`` (validation and
+    test accuracy, the reward signals, diverged or not). ``evaluator(testbed, formula, seed, epochs) -> dict``
+    replaces the training (tests: a toy reward)."""
+    f = Formula.from_dict(formula)
+    if evaluator is not None:
+        out = dict(evaluator(testbed, f, seed, epochs))
+    else:
+        device = str(pick_device(data["device"]))
+        images = load_cached(data["dataset"], data["data_root"], data["train_subset"], data["test_subset"], device,
+                             data["val_size"])
+        fans, g = network_fans(testbed, data["dataset"])
+        sigmas = [float(s) for s in f.per_layer(fans, g)]
+        out = train_candidate(get_testbed(testbed), sigmas, images, seed, epochs, distribution=f.distribution,
+                              device=device)
+    row = {"canonical": f.canonical, "tokens": " ".join(f.tokens), "distribution": f.distribution, "seed": seed}
+    row.update({k: out.get(k, math.nan) for k in TRAINED_COLUMNS})
+    row["diverged"] = bool(row["diverged"])
+    row["reason"] = str(row["reason"] or "")
+    return {"runs": [row], "_log": {"formula/val_accuracy": row["val_accuracy"]}}
+
+
+def scored_reward(row: dict, reward: str) -> float:
+    """The search reward of a trained candidate: its ``reward`` signal, or the diverged rule's score."""
+    value = np.array([row.get(reward, math.nan)], float)
+    return float(score_diverged(value, [bool(row["diverged"])], DIVERGED_REWARD[reward])[0])
+
+
+# ---- the searches, replayable ----
+
+@dataclass
+class _Search:
+    name: str
+    repeat: int
+    searcher: Searcher
+    proposals: int = 0
+    used: int = 0          # child epochs spent
+    step: int = 0          # distinct candidates (trained or rejected)
+    trained: int = 0
+
+
+def searches_of(cfg: FormulaSearchConfig) -> list[_Search]:
+    grammar = cfg.grammar()
+    return [_Search(name, r, make_searcher(name, grammar, derive_seed(cfg.seed, SEARCHER_SALT, r),
+                                           **cfg.searcher_options(name)))
+            for name in cfg.searchers for r in range(cfg.repeats)]
+
+
+def search_key(name: str, repeat: int, step: int) -> str:
+    return f"search/{name}/{repeat}/{step}"
+
+
+def run_searches(cfg: FormulaSearchConfig, evaluate: Callable[[list[tuple[str, Formula, int]]], dict],
+                 log: Callable | None = None) -> pd.DataFrame:
+    """Every (searcher, repeat) in lock-step rounds: each search proposes until it has a new formula that is valid
+    on the testbed (repeats are told their cached reward, invalid formulas the diverged score, both free); the
+    round's formulas are evaluated together (``evaluate([(key, formula, seed)]) -> {key: row}``: the trials, or
+    the rows read back from the store); each search is told its reward. Returns one row per distinct candidate."""
+    fans, g = network_fans(cfg.testbed, cfg.dataset)
+    cap = PROPOSALS_PER_CANDIDATE * cfg.candidates_per_search()
+    searches, rows = searches_of(cfg), []
+    best: dict[tuple, float] = {}
+
+    def record(s: _Search, f: Formula, trained: bool, reward: float, extra: dict) -> None:
+        key = (s.name, s.repeat)
+        best[key] = max(best.get(key, -math.inf), reward)
+        rows.append({"searcher": s.name, "repeat": s.repeat, "step": s.step, "proposals": s.proposals,
+                     "formula": str(f), "canonical": f.canonical, "tokens": " ".join(f.tokens),
+                     "distribution": f.distribution, "trained": trained, "budget_used": s.used, "reward": reward,
+                     "best_so_far": best[key], **extra})
+
+    def next_formula(s: _Search) -> Formula | None:
+        while s.proposals < cap and s.used + cfg.proxy_epochs <= cfg.budget:
+            f = s.searcher.ask()
+            s.proposals += 1
+            cached = s.searcher.cached(f)
+            if cached is not None:
+                s.searcher.tell(f, cached)
+                continue
+            s.step += 1
+            if not f.valid_for(fans, g):
+                reward = DIVERGED_REWARD[cfg.reward]
+                record(s, f, False, reward, {"diverged": True, "reason": "sigma not a finite number > 0",
+                                             "epochs": 0, "seed": np.nan})
+                s.searcher.tell(f, reward)
+                continue
+            return f
+        return None
+
+    while True:
+        asked = [(s, f) for s in searches for f in [next_formula(s)] if f is not None]
+        if not asked:
+            break
+        items = []
+        for s, f in asked:
+            s.trained += 1
+            items.append((search_key(s.name, s.repeat, s.step), f, derive_seed(cfg.seed, SEARCH_SALT, s.repeat,
+                                                                                  s.trained)))
+        results = evaluate(items)
+        for (s, f), (key, _, seed) in zip(asked, items):
+            row = results[key]
+            if row["canonical"] != f.canonical or int(row["seed"]) != seed:
+                raise StoreError(f"trial {key} of the run store trained {row['canonical']!r} but the search now "
+                                 f"proposes {f.canonical!r}: the store belongs to another search; delete it or use "
+                                 "another output_dir")
+            s.used += cfg.proxy_epochs
+            reward = scored_reward(row, cfg.reward)
+            record(s, f, True, reward, {k: row.get(k) for k in ["seed", *TRAINED_COLUMNS]})
+            s.searcher.tell(f, reward)
+        if log is not None:
+            log({f"search/{k[0]}_{k[1]}/best_so_far": v for k, v in best.items()})
+    return pd.DataFrame(rows).reindex(columns=CANDIDATE_COLUMNS)
+
+
+def best_formulas(candidates: pd.DataFrame, searchers) -> dict[str, Formula]:
+    """``best`` (the highest search reward of a trained, non-diverged candidate of any search; ties to the earlier
+    searcher, repeat, step) and ``best_<searcher>`` per searcher. Chosen on the search reward only (never test)."""
+    ok = candidates[candidates["trained"].astype(bool) & ~candidates["diverged"].astype(bool)]
+    order = {name: i for i, name in enumerate(searchers)}
+    ok = ok.assign(_o=ok["searcher"].map(order)).sort_values(["_o", "repeat", "step"], kind="stable")
+    out = {}
+    if len(ok):
+        out["best"] = formula_of(ok.loc[ok["reward"].idxmax()])
+    for name in searchers:
+        mine = ok[ok["searcher"] == name]
+        if len(mine):
+            out[f"best_{name}"] = formula_of(mine.loc[mine["reward"].idxmax()])
+    return out
+
+
+def arms_of(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> dict[str, Formula]:
+    """Every arm of the re-training: the found formulas, then the baselines."""
+    return {**best_formulas(candidates, cfg.searchers), **{b: parse(KNOWN[b]) for b in cfg.baselines}}
+
+
+def validation_seed(cfg_seed: int, j: int) -> int:
+    return derive_seed(cfg_seed, VALIDATION_SALT, j)
+
+
+def check_items(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> list[tuple[str, str, Formula, int, int]]:
+    """(key, testbed, formula, seed_index, seed) of every re-training: each distinct formula of the arms on the
+    search testbed, and ``best`` and He on each transfer testbed, on the fresh seeds."""
+    arms = arms_of(cfg, candidates)
+    unique = {f.canonical: f for f in arms.values()}
+    items = [(f"validate/{c}/{j}", cfg.testbed, f, j, validation_seed(cfg.seed, j))
+             for j in range(cfg.validation_seeds) for c, f in unique.items()]
+    if "best" in arms:
+        pair = {f.canonical: f for f in (arms["best"], parse(KNOWN["he"]))}
+        items += [(f"transfer/{tb}/{c}/{j}", tb, f, j, validation_seed(cfg.seed, j))
+                  for tb in cfg.transfer_testbeds for j in range(cfg.validation_seeds) for c, f in pair.items()]
+    return items
+
+
+def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> None:
+    """The searches (one round of trials per step), then the re-training and transfer trials.
+    ``evaluator(testbed, formula, seed, epochs) -> dict`` replaces the training (tests use a toy reward)."""
+    data = cfg.data()
+
+    def evaluate(items):
+        out = run([Trial(key, candidate_trial, {"data": data, "testbed": cfg.testbed, "formula": f.to_dict(),
+                                                "seed": seed, "epochs": cfg.proxy_epochs, "evaluator": evaluator},
+                         work={"child epochs": cfg.proxy_epochs}) for key, f, seed in items], "candidates",
+                  progress=False)
+        return {k: v["runs"][0] for k, v in out.items()}
+
+    n = cfg.candidates_per_search()
+    print(f"search: {len(cfg.searchers)} searchers x {cfg.repeats} repeats x up to {n} candidates of "
+          f"{cfg.proxy_epochs} epochs = {len(cfg.searchers) * cfg.repeats * n * cfg.proxy_epochs:,} child epochs on "
+          f"{cfg.testbed}, in rounds of {len(cfg.searchers) * cfg.repeats}", flush=True)
+    candidates = run_searches(cfg, evaluate, run.log)
+    items = check_items(cfg, candidates)
+    run([Trial(key, candidate_trial, {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed,
+                                      "epochs": cfg.long_epochs, "evaluator": evaluator},
+               work={"child epochs": cfg.long_epochs}) for key, tb, f, _, seed in items],
+        "re-training and transfer")
+
+
+# ---- tables ----
+
+@dataclass(frozen=True)
+class FormulaSearchResult:
+    candidates: pd.DataFrame    # one row per distinct candidate of each (searcher, repeat): CANDIDATE_COLUMNS
+    arms: pd.DataFrame          # one row per arm: its formula as written and canonical
+    validation: pd.DataFrame    # one row per (arm, fresh seed) on the search testbed: RUN_COLUMNS
+    transfer: pd.DataFrame      # one row per (transfer testbed, arm, fresh seed): testbed + RUN_COLUMNS
+    fans: pd.DataFrame          # one row per weight layer of the search testbed: fan_in, fan_out, gain
+    EXPORTS = ("candidates", "arms", "validation", "transfer", "fans")
+
+
+def _rows_for(store: RunStore, key: str) -> dict:
+    rows = store.trial_rows(key).get("runs")
+    if not rows:
+        raise StoreError(f"trial {key} is not in the run store at {store.path}; run the study again to finish it")
+    return rows[0]
+
+
+def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> FormulaSearchResult:
+    """The searches replayed from the run store (no training), the re-training and transfer rows per arm."""
+    candidates = run_searches(cfg, lambda items: {k: _rows_for(store, k) for k, *_ in items})
+    arms = arms_of(cfg, candidates)
+    fans, g = network_fans(cfg.testbed, cfg.dataset)
+    arm_table = pd.DataFrame([{"arm": a, "source": "search" if a.startswith("best") else "baseline",
+                               "formula": str(f), "canonical": f.canonical} for a, f in arms.items()])
+    if len(candidates):
+        found = candidates[candidates["trained"].astype(bool)].groupby("canonical")["reward"].max()
+        arm_table["search_reward"] = arm_table["canonical"].map(found)
+    validation, transfer = [], []
+    for key, tb, f, j, seed in check_items(cfg, candidates):
+        row = _rows_for(store, key)
+        base = {"canonical": f.canonical, "seed_index": j, "seed": seed,
+                **{k: row[k] for k in ("val_accuracy", "test_accuracy", "diverged")}}
+        mine = arms if key.startswith("validate/") else {"best": arms["best"], "he": parse(KNOWN["he"])}
+        new = [{"arm": a, "formula": str(af), **base} for a, af in mine.items() if af.canonical == f.canonical]
+        if key.startswith("validate/"):
+            validation += new
+        else:
+            transfer += [{"testbed": tb, **r} for r in new]
+    order = {a: i for i, a in enumerate(arms)}
+    validation = pd.DataFrame(validation, columns=RUN_COLUMNS)
+    validation = validation.assign(_o=validation["arm"].map(order)).sort_values(["_o", "seed_index"]).drop(columns="_o")
+    transfer = pd.DataFrame(transfer, columns=["testbed", *RUN_COLUMNS]).sort_values(["testbed", "arm", "seed_index"])
+    fan_table = pd.DataFrame([{"layer": l, "fan_in": fi, "fan_out": fo, "gain": g}
+                              for l, (fi, fo) in enumerate(fans, start=1)])
+    return FormulaSearchResult(candidates, arm_table, validation.reset_index(drop=True),
+                               transfer.reset_index(drop=True), fan_table)
+
+
+# ---- statistics and verdicts ----
+
+def scored(values) -> np.ndarray:
+    """Test accuracies with every diverged (NaN) network kept and scored at chance."""
+    v = np.asarray(values, float)
+    return score_diverged(v, ~np.isfinite(v), CHANCE)
+
+
+def wide_by_seed(runs: pd.DataFrame, column: str = "test_accuracy") -> pd.DataFrame:
+    """(seed_index x arm) ``column``, diverged networks at chance."""
+    wide = runs.pivot(index="seed_index", columns="arm", values=column)
+    return wide.apply(lambda c: pd.Series(scored(c), index=c.index))
+
+
+def final_best(candidates: pd.DataFrame) -> pd.DataFrame:
+    """(repeat x searcher): the best-so-far reward at the end of each search (its full budget)."""
+    last = candidates.sort_values("step").groupby(["searcher", "repeat"])["best_so_far"].last()
+    return last.unstack("searcher")
+
+
+def best_so_far_curve(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Best-so-far reward of each search at every budget k x proxy_epochs (one row per searcher, repeat, budget)."""
+    grid = np.arange(1, cfg.candidates_per_search() + 1) * cfg.proxy_epochs
+    rows = []
+    for (name, rep), g in candidates.groupby(["searcher", "repeat"], sort=False):
+        g = g.sort_values("step")
+        for b in grid:
+            seen = g[g["budget_used"] <= b]
+            rows.append({"searcher": name, "repeat": rep, "budget": int(b),
+                         "best_so_far": float(seen["reward"].max()) if len(seen) else np.nan})
+    return pd.DataFrame(rows, columns=["searcher", "repeat", "budget", "best_so_far"])
+
+
+def contrasts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> list[Contrast]:
+    """The comparisons, fixed by the config (never by the results): PRIMARY, best against the other baselines,
+    each searcher's best against He, the searcher pairs of SEARCH_CONTRASTS, each transfer testbed."""
+    out = []
+    if len(result.validation):
+        wide = wide_by_seed(result.validation)
+        acc = dict(bounds=ACCURACY_DIFFERENCE, sesoi=cfg.sesoi, higher_is_better=True)
+        if {"best", "he"} <= set(wide):
+            out.append(Contrast(PRIMARY, wide["best"].to_numpy(), wide["he"].to_numpy(), **acc))
+        out += [Contrast(f"best - {b}", wide["best"].to_numpy(), wide[b].to_numpy(), **acc)
+                for b in cfg.baselines if b != "he" and {"best", b} <= set(wide)]
+        out += [Contrast(f"best_{s} - he", wide[f"best_{s}"].to_numpy(), wide["he"].to_numpy(), **acc)
+                for s in cfg.searchers if {f"best_{s}", "he"} <= set(wide)]
+    if len(result.candidates):
+        final = final_best(result.candidates)
+        bounds = ACCURACY_DIFFERENCE if cfg.reward == "val_accuracy" else None
+        out += [Contrast(f"{a} - {b} (best-so-far {cfg.reward} at the full budget)", final[a].to_numpy(),
+                         final[b].to_numpy(), bounds=bounds, sesoi=cfg.search_sesoi, higher_is_better=True)
+                for a, b in SEARCH_CONTRASTS if a in final and b in final]
+    for tb, g in result.transfer.groupby("testbed", sort=True):
+        wide = wide_by_seed(g)
+        if {"best", "he"} <= set(wide):
+            out.append(Contrast(f"transfer to {tb}: best - he", wide["best"].to_numpy(), wide["he"].to_numpy(),
+                                bounds=ACCURACY_DIFFERENCE, sesoi=cfg.sesoi, higher_is_better=True))
+    return out
+
+
+def verdicts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> pd.DataFrame:
+    """The verdict table (``core.verdicts.compare_family``): PRIMARY at alpha, every other row one exploratory
+    family."""
+    cs = contrasts(cfg, result)
+    return compare_family(cs, cfg.sesoi, primary=[PRIMARY] if any(c.name == PRIMARY for c in cs) else [])
+
+
+# ---- report ----
+
+def sigma_table(arms: dict[str, Formula], fans: list, g: float) -> pd.DataFrame:
+    """Per arm and weight layer: sigma_l and its ratio to He's sqrt(2 / fan_in)."""
+    he = parse(KNOWN["he"]).per_layer(fans, g)
+    rows = []
+    for arm, f in arms.items():
+        for l, (s, h) in enumerate(zip(f.per_layer(fans, g), he), start=1):
+            rows.append({"arm": arm, "layer": l, "sigma": float(s), "he_sigma": float(h), "ratio_to_he": float(s / h)})
+    return pd.DataFrame(rows, columns=["arm", "layer", "sigma", "he_sigma", "ratio_to_he"])
+
+
+def arm_summary(cfg: FormulaSearchConfig, result: FormulaSearchResult, sigmas: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: formula as written and canonical, search reward, the per-layer sigma ratio to He (range), and the
+    re-trained test accuracy (mean, t interval inside [0, 1], diverged networks at chance) with its divergence rate."""
+    rows = []
+    for r in result.arms.itertuples():
+        runs = result.validation[result.validation["arm"] == r.arm]
+        iv = interval(scored(runs["test_accuracy"]), "mean", bounds=ACCURACY)
+        ratio = sigmas.loc[sigmas["arm"] == r.arm, "ratio_to_he"]
+        rows.append({"arm": r.arm, "formula": r.formula, "canonical": r.canonical,
+                     "search_reward": getattr(r, "search_reward", np.nan),
+                     "sigma_over_he_min": float(ratio.min()), "sigma_over_he_max": float(ratio.max()),
+                     "test_accuracy": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "seeds": iv.n,
+                     "diverged_rate": float(runs["test_accuracy"].isna().mean()) if len(runs) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def transfer_summary(transfer: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (tb, arm), g in transfer.groupby(["testbed", "arm"], sort=True):
+        iv = interval(scored(g["test_accuracy"]), "mean", bounds=ACCURACY)
+        rows.append({"testbed": tb, "arm": arm, "formula": g["formula"].iloc[0], "test_accuracy": iv.estimate,
+                     "ci_low": iv.low, "ci_high": iv.high, "seeds": iv.n,
+                     "diverged_rate": float(g["test_accuracy"].isna().mean())})
+    return pd.DataFrame(rows)
+
+
+def throughput(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Per searcher: candidates trained and rejected, diverged, and the child seconds per trained candidate
+    (one worker, ``trial_cpus`` threads), as candidates per worker-hour."""
+    rows = []
+    for name, g in candidates.groupby("searcher", sort=False):
+        t = g[g["trained"].astype(bool)]
+        sec = float(t["seconds"].mean()) if len(t) else np.nan
+        rows.append({"searcher": name, "searches": g["repeat"].nunique(), "trained": len(t),
+                     "rejected_invalid": int((~g["trained"].astype(bool)).sum()),
+                     "diverged_in_training": int(t["diverged"].astype(bool).sum()),
+                     "proposals": int(g.groupby("repeat")["proposals"].max().sum()),
+                     "seconds_per_candidate": sec, "candidates_per_worker_hour": 3600 / sec if sec > 0 else np.nan})
+    return pd.DataFrame(rows)
+
+
+def rediscovery(sigmas: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """Issue 27's rediscovery check: the best formula's sigma within 10% of He's on every layer, or the formula
+    better than He with an interval that excludes 0 (the primary verdict)."""
+    mine = sigmas[sigmas["arm"] == "best"]
+    if mine.empty:
+        return "No formula was found (every trained candidate diverged): no rediscovery check."
+    worst = float(np.max(np.abs(mine["ratio_to_he"] - 1)))
+    close = worst <= 0.10
+    prim = rows[rows["comparison"] == PRIMARY]
+    beats = bool(len(prim)) and prim["verdict"].iloc[0] == "better"
+    verdict = "**passes**" if close or beats else "**does not pass**"
+    return (f"Rediscovery check {verdict}: the best formula's sigma differs from He's by at most {100 * worst:.1f}% "
+            f"over the layers ({'within' if close else 'not within'} 10%), and it is "
+            f"{'better than He with an interval that excludes 0' if beats else 'not shown better than He'}.")
+
+
+def plot_sigmas(sigmas: pd.DataFrame, testbed: str):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (arm, g) in enumerate(sigmas.groupby("arm", sort=False)):
+        ax.plot(g["layer"], g["sigma"], marker="os^Dv<>ph*"[i % 10], ls=("-", "--", "-.", ":")[i % 4],
+                color=f"C{i % 10}", label=arm, ms=4)
+    he = sigmas.drop_duplicates("layer")
+    ax.plot(he["layer"], 1.1 * he["he_sigma"], color="k", lw=0.6, ls=":", label="He +-10%")
+    ax.plot(he["layer"], 0.9 * he["he_sigma"], color="k", lw=0.6, ls=":")
+    ax.set_yscale("log")
+    ax.set(xlabel="weight layer l (forward order)", ylabel="weight standard deviation sigma_l (log scale)",
+           title=f"Per-layer sigma of the found formulas and the baselines on {testbed}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_best_so_far(curve: pd.DataFrame, cfg: FormulaSearchConfig):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bounds = ACCURACY if cfg.reward == "val_accuracy" else None
+    band_plot(ax, curve, "budget", "best_so_far", "repeat", "searcher", bounds=bounds)
+    unit = "validation accuracy after the proxy" if cfg.reward == "val_accuracy" else cfg.reward
+    ax.set(xlabel="budget spent (child epochs)", ylabel=f"best-so-far reward ({unit})",
+           title=f"Best-so-far against budget on {cfg.testbed}: mean and 95% t band over {cfg.repeats} repeats")
+    fig.tight_layout()
+    return fig
+
+
+def verdict_text(cfg: FormulaSearchConfig, rows: pd.DataFrame, sigmas: pd.DataFrame) -> str:
+    primary = (f"the best found formula minus He, test accuracy on {cfg.testbed} after {cfg.long_epochs} epochs, "
+               f"paired by seed ({cfg.validation_seeds} fresh seeds)")
+    prim = rows[rows["comparison"] == PRIMARY]
+    if prim.empty:
+        reading = "No formula was found or He was not re-trained: the primary comparison was not run."
+    else:
+        reading = {"better": "**A found formula beats He here.**",
+                   "worse": "**The found formula is worse than He here.**",
+                   "equivalent": f"**The found formula is equivalent to He within +-{cfg.sesoi:g}.**",
+                   "inconclusive": "**Whether the found formula beats He is undecided** at these seeds."}[
+            prim["verdict"].iloc[0]]
+    lines = [sesoi_line(cfg.sesoi, "accuracy", primary), "", reading, "", rediscovery(sigmas, rows), ""]
+    if len(rows):
+        lines.append(verdict_table(rows))
+    return "\n".join(lines)
+
+
+def report(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> Report:
+    """What notebook 07 shows: the found formulas against He per layer, best-so-far against budget, the
+    re-training and transfer tables, throughput, and the verdicts."""
+    rep = Report(cfg.output_dir)
+    fans = [(int(r.fan_in), int(r.fan_out)) for r in result.fans.itertuples()]
+    g = float(result.fans["gain"].iloc[0])
+    arms = arms_of(cfg, result.candidates)
+    sigmas = sigma_table(arms, fans, g)
+    rows = verdicts(cfg, result)
+    n = cfg.candidates_per_search()
+    rep.markdown(f"Testbed **{cfg.testbed}** ({get_testbed(cfg.testbed)}), {len(fans)} weight layers. Each of "
+                 f"{', '.join(cfg.searchers)} ran {cfg.repeats} times with a budget of {cfg.budget} child epochs "
+                 f"({n} candidates of {cfg.proxy_epochs} epochs), reward `{cfg.reward}` ({DIRECTION[cfg.reward]}); "
+                 f"a diverged candidate scores {DIVERGED_REWARD[cfg.reward]:g}. The best formulas were chosen on that "
+                 f"reward and re-trained for {cfg.long_epochs} epochs on {cfg.validation_seeds} fresh seeds (disjoint "
+                 "from the search's); every accuracy below is TEST accuracy of those networks.")
+    rep.markdown("## Best formulas\nAs written and canonical (sympy), with the range over layers of sigma_l / He's "
+                 "sqrt(2 / fan_in), and the re-trained test accuracy (mean, 95% t interval inside [0, 1]; diverged "
+                 "networks at chance).")
+    rep.table("best_formulas", arm_summary(cfg, result, sigmas))
+    rep.figure("sigma_per_layer", plot_sigmas(sigmas, cfg.testbed))
+    rep.table("sigma_per_layer", sigmas, show=False)
+    rep.markdown("## Search\nBest-so-far reward of each search against the child epochs spent; repeats are paired "
+                 "(repeat r trains step i's child with the same seed for every searcher).")
+    curve = best_so_far_curve(cfg, result.candidates)
+    rep.figure("best_so_far", plot_best_so_far(curve, cfg), headline=True)
+    rep.table("best_so_far", curve, show=False)
+    rep.table("throughput", throughput(result.candidates), caption="Candidates per searcher and child seconds per "
+              "trained candidate (one worker); rejected: not a finite positive sigma on some layer, scored by the "
+              "diverged rule without training")
+    if len(result.transfer):
+        rep.markdown("## Transfer\nThe best formula, without re-searching, against He on other testbeds, with the "
+                     "same fresh seeds (test accuracy).")
+        rep.table("transfer", transfer_summary(result.transfer))
+    rep.table("comparisons", rows, show=False)
+    rep.verdict("## What this run found\n" + verdict_text(cfg, rows, sigmas))
+    return rep

@@ -1,0 +1,162 @@
+"""Formula-search testbeds and rewards (issue 27): fans as torch computes them, per-layer sigmas drawn as asked,
+signal propagation that decides between He and its halves/doubles, learning, divergence, determinism, checks."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rlinit_lib.core.data import load_dataset
+from rlinit_lib.core.params import ParameterError
+from rlinit_lib.formula_search.rewards import (REWARDS, activation_stability, layer_output_stds, loss_slope,
+                                              reward_signals)
+from rlinit_lib.formula_search.testbeds import (TESTBEDS, apply_sigma, build, formula_sigmas, gain,
+                                               get_testbed, layer_fans, train_candidate, weight_layers)
+from rlinit_lib.formula_search.testbeds import Testbed as Bed   # not collected as a test class
+from rlinit_lib.initialisation.theory import critical_scales
+
+SMALL = {"mlp": Bed("mlp", 4, 32, "relu", "sgd", 0.01),
+         "cnn": Bed("cnn", 6, 8, "relu", "sgd", 0.01),
+         "simplecnn": Bed("simplecnn", 5, 64, "silu", "adam", 1e-3)}
+F32 = torch.finfo(torch.float32).eps
+
+
+def he(model, c=1.0):
+    return [c * math.sqrt(2.0 / fi) for fi, _ in layer_fans(model)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_dataset("synthetic", synthetic_train=512, synthetic_test=128, val_size=128)
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_layer_fans_equal_torch_and_depth_counts_weight_layers(kind):
+    tb = SMALL[kind]
+    for in_shape in ((1, 32, 32), (3, 32, 32)):
+        model = build(tb, in_shape, 10, seed=0)
+        expected = [nn.init._calculate_fan_in_and_fan_out(m.weight) for m in weight_layers(model)]
+        assert layer_fans(model) == expected and len(expected) == tb.depth
+        assert model(torch.zeros(2, *in_shape)).shape == (2, 10)
+    assert layer_fans(build(SMALL["mlp"], (1, 32, 32), 10))[0][0] == 28 * 28   # Fashion's zero border cropped
+
+
+@pytest.mark.parametrize("distribution, excess_kurtosis", [("normal", 0.0), ("uniform", -1.2)])
+def test_apply_sigma_draws_each_layers_std(distribution, excess_kurtosis):
+    model = build(SMALL["cnn"], (1, 32, 32), 10)
+    sigmas = [0.02 * (l + 1) for l in range(SMALL["cnn"].depth)]
+    apply_sigma(model, sigmas, distribution, seed=3)
+    for m, s in zip(weight_layers(model), sigmas):
+        w, n = m.weight.detach().double(), m.weight.numel()
+        # sample std: standard error sigma * sqrt((kurtosis - 1) / (4 n)) (delta method); 5 standard errors
+        se = s * math.sqrt((2.0 + excess_kurtosis) / (4 * n))
+        assert abs(w.std().item() - s) < 5 * se
+        assert abs(w.mean().item()) < 5 * s / math.sqrt(n)
+        assert (m.bias == 0).all()
+    if distribution == "uniform":
+        assert all(m.weight.abs().max() <= math.sqrt(3) * s * (1 + F32) for m, s in zip(weight_layers(model), sigmas))
+
+
+def test_apply_sigma_orthogonal_is_scaled_orthogonal():
+    model = build(SMALL["mlp"], (1, 32, 32), 10)
+    sigmas = [0.05, 0.1, 0.2, 0.3]
+    apply_sigma(model, sigmas, "orthogonal", seed=3)
+    for m, s in zip(weight_layers(model), sigmas):
+        w = m.weight.detach().double().flatten(1)
+        rows, cols = w.shape
+        tol = max(rows, cols) * F32    # float32 Householder QR: orthogonality error grows ~ linearly with size
+        assert w.pow(2).mean().sqrt().item() == pytest.approx(s, rel=tol)
+        gram = w @ w.T if rows <= cols else w.T @ w
+        eye = torch.eye(min(rows, cols), dtype=torch.float64)
+        assert torch.allclose(gram / (s * s * max(rows, cols)), eye, atol=tol)
+
+
+def test_apply_sigma_is_seeded_and_checks_its_input():
+    a, b = build(SMALL["mlp"], (1, 32, 32), 10), build(SMALL["mlp"], (1, 32, 32), 10)
+    apply_sigma(a, he(a), seed=1)
+    apply_sigma(b, he(b), seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    apply_sigma(b, he(b), seed=2)
+    assert not torch.equal(a[2].weight, b[2].weight)
+    with pytest.raises(ParameterError, match="^sigmas must hold one value per weight layer"):
+        apply_sigma(a, [0.1], seed=1)
+    with pytest.raises(ParameterError, match="^distribution must be one of"):
+        apply_sigma(a, he(a), "cauchy")
+
+
+def test_gains_come_from_torch_and_the_projects_theory_and_he_is_a_formula():
+    assert gain("relu") == pytest.approx(math.sqrt(2)) and gain("tanh") == pytest.approx(5 / 3)
+    assert gain("silu") == pytest.approx(math.sqrt(2) * critical_scales("silu")["second_moment"])
+    model = build(TESTBEDS["mlp10_relu_sgd"], (1, 32, 32), 10)
+    assert formula_sigmas(model, lambda fi, fo, l, L, g: g / math.sqrt(fi), "relu") == pytest.approx(he(model))
+    sig = formula_sigmas(model, lambda fi, fo, l, L, g: 1 / (l - 3), "relu")      # 1/0 at layer 3
+    assert math.isnan(sig[2]) and all(math.isfinite(s) for i, s in enumerate(sig) if i != 2)
+
+
+def test_initialisation_decides_signal_propagation_in_a_deep_relu_mlp():
+    """ReLU, sigma = c * He: theory (He et al. 2015) scales each layer's pre-activation std by c, so log std
+    has slope log(c) per layer. At width 256 the per-layer finite-width fluctuation is O(1/sqrt(256)); the
+    stated margin is 0.1 per layer on the fitted slope, against 0.69 between the three arms."""
+    tb = Bed("mlp", 20, 256, "relu", "sgd", 0.01)
+    x = torch.randn(256, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    stability = {}
+    for c in (0.5, 1.0, 2.0):
+        model = build(tb, (1, 32, 32), 10, seed=0)
+        apply_sigma(model, he(model, c), seed=0)
+        log_std = np.log(layer_output_stds(model, x))
+        slope = np.polyfit(np.arange(1, 21), log_std, 1)[0]
+        assert abs(slope - math.log(c)) < 0.1
+        ratio = math.exp(log_std[-1] - log_std[0])      # last layer against first; theory: c ** 19
+        assert ratio < 1e-4 if c == 0.5 else ratio > 1e4 if c == 2.0 else 0.25 < ratio < 4
+        stability[c] = activation_stability(model, x)
+    assert stability[1.0] > stability[0.5] and stability[1.0] > stability[2.0]
+
+
+def test_he_learns_and_ten_times_he_diverges_without_raising(tiny):
+    tb = Bed("mlp", 10, 64, "relu", "sgd", 0.01)
+    model = build(tb, (3, 32, 32), 10)
+    r = train_candidate(tb, he(model), tiny, seed=0, epochs=3)
+    assert not r["diverged"] and r["epochs"] == 3 and r["steps"] == 12
+    assert r["train_loss"] < r["initial_loss"] and r["loss_slope"] > 0
+    assert set(REWARDS) <= set(r) and all(math.isfinite(r[k]) for k in REWARDS)
+    deep = Bed("mlp", 20, 64, "relu", "sgd", 0.01)
+    bad = train_candidate(deep, he(build(deep, (3, 32, 32), 10), 10.0), tiny, seed=0, epochs=3)
+    assert bad["diverged"] and all(math.isnan(bad[k]) for k in REWARDS + ("test_accuracy",))
+    for sigma in (math.nan, math.inf, -0.1, 0.0):   # > 0 and finite, as the grammar's Formula.valid_for says
+        r = train_candidate(tb, [sigma] + he(model)[1:], tiny, seed=0, epochs=3, rewards=("val_accuracy",))
+        assert r["diverged"] and r["epochs"] == 0 and math.isnan(r["val_accuracy"]) and "loss_slope" not in r
+
+
+def test_same_seed_same_result_other_seed_differs(tiny):
+    tb = SMALL["cnn"]
+    sig = he(build(tb, (3, 32, 32), 10))
+    a, b, c = (train_candidate(tb, sig, tiny, seed=s, epochs=1) for s in (5, 5, 6))
+    a.pop("seconds"), b.pop("seconds"), c.pop("seconds")
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("field, value", [("kind", "rnn"), ("depth", 1), ("depth", 10**6), ("width", 0),
+                                          ("activation", "gelu"), ("optimiser", "rmsprop"), ("lr", 0.0),
+                                          ("lr", math.nan), ("batch_size", 0)])
+def test_bad_testbed_field_is_one_line_naming_it(field, value):
+    fields = dict(kind="mlp", depth=10, width=64, activation="relu", optimiser="sgd", lr=0.01, batch_size=64)
+    with pytest.raises(ParameterError, match=f"^{field} must") as err:
+        Bed(**{**fields, field: value})
+    assert "\n" not in str(err.value)
+
+
+def test_presets_and_their_checks():
+    assert all(isinstance(t, Bed) for t in TESTBEDS.values())
+    with pytest.raises(ParameterError, match="^testbed must be one of"):
+        get_testbed("mlp7")
+    with pytest.raises(ParameterError, match="^depth must be 5 for kind 'simplecnn'"):
+        Bed("simplecnn", 12, 256, "silu", "adam", 1e-3)
+
+
+def test_loss_slope_and_diverged_signals():
+    t = np.arange(1, 51)
+    assert loss_slope(2.3 * t ** -0.25) == pytest.approx(0.25, abs=1e-12)   # an exact power law, in float64
+    assert math.isnan(loss_slope([2.3])) and math.isnan(loss_slope([2.3, math.inf]))
+    out = reward_signals({"grad_norm_variance": -0.1, "activation_stability": -0.2}, [2.0, 1.0], 0.7, diverged=True)
+    assert list(out) == list(REWARDS) and all(math.isnan(v) for v in out.values())
