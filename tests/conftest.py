@@ -10,7 +10,7 @@ os.environ.setdefault("RLINIT_PROGRESS", "summary")   # nbval's kernels inherit 
 os.environ.setdefault("SE_OFFLINE", "true")           # Selenium: never download a driver, use Debian's
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from rlinit_lib.core.data import DEBIAN_FASHION_MNIST, load_dataset, make_synthetic  # noqa: E402
+from rlinit_lib.core.data import DEBIAN_FASHION_MNIST, load_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,6 @@
 a killed worker process, a killed driver, and no Ray installed."""
 import os
 import signal
-import subprocess
 import socket
 import sys
 import threading
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 
 from rlinit_lib.core.params import ParameterError
-from rlinit_lib.core.store import STORE_FILE, RunStore
+from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.trials import Trial, run_trials
 from tiny_runs import config, run, slow_square
 

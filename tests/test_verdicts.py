@@ -7,7 +7,6 @@ issue asks for is about 6 standard errors wide on each side of 95%.
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from rlinit_lib.core.runtime import stream_seed
 from rlinit_lib.core.stats import MIN_BOOTSTRAP_N, interval, paired_difference

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rlinit_lib.core.data import DATASET_CHANNELS, DATASETS, DEFAULT_VAL_SIZE, check_dataset, load_cached
-from rlinit_lib.core.params import Choice, Config, Float, Int, Str, param
+from rlinit_lib.core.data import DATASET_CHANNELS, DataFields, load_cached
+from rlinit_lib.core.params import Choice, Float, Int, param
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import device_rule, environment_info, pick_device
 from rlinit_lib.core.store import stored_identity
@@ -36,22 +36,14 @@ def reward_of(result: TrainResult, split: str = "val") -> float:
 
 
 @dataclass
-class ChildTraining(Config):
-    """The child network's data and training (Sec. 4.2.1)."""
+class ChildTraining(DataFields):
+    """The child network's data (``core.data.DataFields``) and training (Sec. 4.2.1)."""
 
-    dataset: str = param("cifar10", Choice(DATASETS))           # cifar10 | fashion_mnist | synthetic
-    data_root: str = param("data", Str(), identity=False)      # where CIFAR-10 is (downloaded there if missing)
-    train_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))   # a fixed random subset (CPU profiles)
-    test_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))
-    val_size: int = param(DEFAULT_VAL_SIZE, Int(low=1, high=10_000_000))       # training images held out for choosing (validation)
     batch_size: int = param(128, Int(low=1, high=65_536))
     lr: float = param(1e-3, Float(low=0.0, low_open=True))     # Adam learning rate of the child
     activation: str = param("silu", Choice(tuple(ACTIVATIONS)))  # silu | relu | gelu | tanh
     device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
     precision: str = param("auto", Choice(PRECISIONS))         # fp32 | bf16 | auto (bf16 where measured faster)
-
-    def check_data(self) -> str:
-        return check_dataset(self)
 
     def precision_record(self) -> dict:
         """``{"requested", "chosen", "probe"}``: ``auto`` keeps the precision of an existing store in

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlinit_lib.core.params import ParameterError, check_choice, check_int, check_optional_int
+from rlinit_lib.core.params import (Choice, Config, Int, ParameterError, Str, check_choice, check_int,
+                                   check_optional_int, param)
 
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
 SPLITS = ("train", "val", "test")
@@ -254,3 +255,18 @@ def load_cached(name: str, root: str, train_subset: int | None, test_subset: int
     """``load_dataset`` once per process and device: trials in one worker share the resident copy."""
     return load_dataset(name, root, train_subset=train_subset, test_subset=test_subset,
                         val_size=val_size).to(device)
+
+
+@dataclass
+class DataFields(Config):
+    """The image-data fields every image study shares (one declaration; a study's config inherits them)."""
+
+    dataset: str = param("cifar10", Choice(DATASETS))           # cifar10 | fashion_mnist | synthetic
+    data_root: str = param("data", Str(), identity=False)      # where CIFAR-10 is (downloaded there if missing)
+    train_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))   # a fixed random subset (CPU profiles)
+    test_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))
+    val_size: int = param(DEFAULT_VAL_SIZE, Int(low=1, high=10_000_000))       # training images held out for choosing (validation)
+
+    def check_data(self) -> str:
+        return check_dataset(self)
+

@@ -167,7 +167,7 @@ class Bool:
 
     def __call__(self, name, value):
         if not isinstance(value, bool):
-            raise ParameterError(f"{name} must be True or False (got {value!r})")
+            raise ParameterError(f"{name} must be one of True, False (got {value!r})")
 
 
 BOOL = Bool()

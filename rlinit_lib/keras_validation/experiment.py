@@ -28,10 +28,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rlinit_lib.core.data import (DATASET_CHANNELS, DATASET_CLASSES, DATASETS, DEFAULT_VAL_SIZE, ImageData,
-                                  check_dataset, load_cached)
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASET_CLASSES, DataFields, ImageData, load_cached
 from rlinit_lib.core.notebook import Report, fmt, upstream_dir
-from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, Str, param
+from rlinit_lib.core.params import Choice, Float, Int, ListOf, RunFields, param
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.precision import PRECISIONS, resolve_precision
 from rlinit_lib.core.runtime import derive_seed, environment_info
@@ -52,7 +51,7 @@ QUESTION = "Does the searched scale beat s = 1.0 on the VGG-style Keras CNN of t
 
 
 @dataclass
-class KerasValidationConfig(RunFields):
+class KerasValidationConfig(DataFields, RunFields):
     """Every knob of notebook 03_keras_validation; defaults are the dissertation's Phase 2."""
 
     notebook = "03_keras_validation"
@@ -66,11 +65,6 @@ class KerasValidationConfig(RunFields):
     block_dropout: list = param([0.2, 0.3, 0.4], ListOf(Float(low=0.0, high=1.0, high_open=True), 3, 3,
                                                         "rates in [0, 1)", unique=False))   # not given by the dissertation
     dense_dropout: float = param(0.5, Float(low=0.0, high=1.0, high_open=True))
-    dataset: str = param("cifar10", Choice(DATASETS))        # cifar10 | fashion_mnist | synthetic
-    data_root: str = param("data", Str(), identity=False)
-    train_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))
-    test_subset: int | None = param(None, Int(low=1, optional=True, high=10_000_000))
-    val_size: int = param(DEFAULT_VAL_SIZE, Int(low=1, high=10_000_000))      # training images held out: Keras' validation data
     sesoi: float = param(0.005, Float(low=0.0, low_open=True))   # smallest accuracy difference of interest
     precision: str = param("auto", Choice(PRECISIONS))       # fp32 | bf16 | auto (bf16 where measured faster)
     output_dir: str = param("outputs/03_keras_validation", identity=False)
@@ -84,9 +78,6 @@ class KerasValidationConfig(RunFields):
             return resolve_precision(self.precision, ("keras", shape, self.batch_size),
                                      probe_step(shape, 10, self.batch_size),
                                      stored=stored_identity(self.output_dir).get("precision"))
-
-    def check_data(self) -> str:
-        return check_dataset(self)
 
     def environment(self) -> dict:
         """The environment record (Keras trains on the CPU here), with the precision and its probe."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlinit_lib.core.params import Config, ParameterError, check_float, check_int
+from rlinit_lib.core.params import Config, Float, Int, ParameterError, check_float, param
 from rlinit_lib.core.runtime import stream_seed
 
 
@@ -30,36 +30,26 @@ from rlinit_lib.core.runtime import stream_seed
 class GPTConfig(Config):
     notebook = "char_gpt"
 
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    batch_size: int = 12
-    max_iters: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    beta2: float = 0.99
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_iters: int = 20
-    eval_interval: int = 250
-    seed: int = 0
+    n_layer: int = param(4, Int(low=1))
+    n_head: int = param(4, Int(low=1))
+    n_embd: int = param(128, Int(low=1))
+    block_size: int = param(64, Int(low=1))
+    batch_size: int = param(12, Int(low=1))
+    max_iters: int = param(2000, Int(low=1))
+    lr: float = param(1e-3, Float(low=0.0, low_open=True))
+    min_lr: float = param(1e-4, Float(low=0.0))
+    warmup_iters: int = param(100, Int(low=0))
+    beta2: float = param(0.99, Float(low=0.0, high=1.0, high_open=True))
+    weight_decay: float = param(0.1, Float(low=0.0))
+    grad_clip: float = param(1.0, Float(low=0.0, low_open=True))
+    eval_iters: int = param(20, Int(low=1))
+    eval_interval: int = param(250, Int(low=1))
+    seed: int = param(0, Int(low=0))
 
-    def validate(self) -> "GPTConfig":
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_iters", "eval_iters",
-                     "eval_interval"):
-            check_int(name, getattr(self, name), low=1)
+    def check(self) -> None:
         if self.n_embd % self.n_head:
             raise ParameterError(f"n_embd must be a multiple of n_head={self.n_head} (got {self.n_embd})")
-        check_int("warmup_iters", self.warmup_iters, low=0)
-        check_float("lr", self.lr, low=0.0, low_open=True)
         check_float("min_lr", self.min_lr, low=0.0, high=self.lr)
-        check_float("beta2", self.beta2, low=0.0, high=1.0, high_open=True)
-        check_float("weight_decay", self.weight_decay, low=0.0)
-        check_float("grad_clip", self.grad_clip, low=0.0, low_open=True)
-        check_int("seed", self.seed, low=0)
-        return self
 
 
 SHIPPED_TEXT = Path(__file__).parent / "data" / "tinyshakespeare.txt"   # karpathy/char-rnn's tiny-shakespeare
