@@ -67,5 +67,5 @@ def test_the_readme_layout_names_every_module():
     for path in PKG.rglob("*.py"):
         if path.name != "__init__.py":
             assert path.name in layout, f"README's layout section does not mention {path.relative_to(PKG)}"
-    for folder in ("core/", "initialisation/", "children/", "init_methods/", "scale_search/", "keras_validation/", "smooth_reinit/", "benchmarks/"):
+    for folder in ("core/", "initialisation/", "children/", "init_methods/", "scale_search/", "keras_validation/", "smooth_reinit/", "formula_search/", "benchmarks/"):
         assert folder in layout

@@ -49,8 +49,12 @@ reward with long-training test accuracy), and training many candidates at once i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import io
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,12 +62,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rlinit_lib.children.child import ChildTraining
-from rlinit_lib.core.data import DATASET_CHANNELS, DATASET_CLASSES, load_cached
+from rlinit_lib.core.data import DATASET_CHANNELS, DATASET_CLASSES, DataFields, load_cached
 from rlinit_lib.core.notebook import Report
-from rlinit_lib.core.params import (Choice, Float, Int, ListOf, ParameterError, RunFields, check_choice, param)
+from rlinit_lib.core.params import Choice, Float, Int, ListOf, ParameterError, RunFields, param
 from rlinit_lib.core.plots import band_plot
-from rlinit_lib.core.runtime import derive_seed, pick_device
+from rlinit_lib.core.runtime import derive_seed, device_rule, environment_info, pick_device
 from rlinit_lib.core.stats import interval
 from rlinit_lib.core.store import RunStore, StoreError
 from rlinit_lib.core.trials import Trial
@@ -110,11 +113,10 @@ class Primitives:
 
 
 @dataclass
-class FormulaSearchConfig(ChildTraining, RunFields):
-    """Every knob of notebook 07_formula_search. The data fields are ``ChildTraining``'s; the network, its
-    activation, optimiser, learning rate and batch size are the testbed's (``testbeds.TESTBEDS``), so
-    ``ChildTraining``'s ``activation``, ``lr`` and ``batch_size`` must stay at their defaults, and the testbeds
-    train in float32 (``precision`` auto or fp32)."""
+class FormulaSearchConfig(DataFields, RunFields):
+    """Every knob of notebook 07_formula_search. The data fields are ``core.data.DataFields``; the network, its
+    activation, optimiser, learning rate and batch size are the testbed's (``testbeds.TESTBEDS``); the testbeds
+    train in float32."""
 
     notebook = "07_formula_search"
 
@@ -140,6 +142,7 @@ class FormulaSearchConfig(ChildTraining, RunFields):
                                     ListOf(Choice(tuple(TESTBEDS)), 0, what="testbed names"), identity=False)
     sesoi: float = param(0.005, Float(low=0.0, low_open=True))       # smallest test-accuracy difference of interest
     search_sesoi: float = param(0.005, Float(low=0.0, low_open=True))  # same, for best-so-far reward (its units)
+    device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
     output_dir: str = param("outputs/07_formula_search", identity=False)
 
     def check(self):
@@ -156,13 +159,6 @@ class FormulaSearchConfig(ChildTraining, RunFields):
         if self.testbed in self.transfer_testbeds:
             raise ParameterError(f"transfer_testbeds must not contain the search testbed {self.testbed!r} (got "
                                  f"{self.transfer_testbeds!r})")
-        defaults = ChildTraining()
-        for name in ("activation", "lr", "batch_size"):
-            if getattr(self, name) != getattr(defaults, name):
-                raise ParameterError(f"{name} is set by the testbed ({self.testbed}: {name} "
-                                     f"{getattr(get_testbed(self.testbed), name, None)!r}); leave {name} at its default "
-                                     f"{getattr(defaults, name)!r} (got {getattr(self, name)!r})")
-        check_choice("precision", self.precision, ("auto", "fp32"))
 
     def grammar(self) -> Grammar:
         return Grammar(tuple(self.operators), tuple(self.terminals), tuple(self.constants), self.max_length,
@@ -171,15 +167,13 @@ class FormulaSearchConfig(ChildTraining, RunFields):
     def candidates_per_search(self) -> int:
         return self.budget // self.proxy_epochs
 
-    def precision_record(self) -> dict:
-        """The testbeds train in float32: no probe."""
-        return {"requested": self.precision, "chosen": "fp32", "probe": None}
+    def environment(self) -> dict:
+        """The environment record, with the device the trials train on."""
+        return environment_info(pick_device(self.device))
 
     def identity(self) -> dict:
-        """The settings that change results, with the search testbed's recipe (a changed preset is refused) in
-        place of ``ChildTraining``'s activation, lr and batch_size (held at their defaults, see ``check``)."""
-        out = {k: v for k, v in super().identity().items() if k not in ("activation", "lr", "batch_size")}
-        return {**out, "testbed recipe": dataclasses.asdict(get_testbed(self.testbed))}
+        """The settings that change results, with the search testbed's recipe (a changed preset is refused)."""
+        return {**super().identity(), "testbed recipe": dataclasses.asdict(get_testbed(self.testbed))}
 
     def data(self) -> dict:
         """What a trial needs to load the data (plain values, so a trial can run in another process)."""
@@ -196,11 +190,13 @@ Config = FormulaSearchConfig
 
 # ---- one candidate ----
 
-def network_fans(testbed: str, dataset: str) -> tuple[list[tuple[int, int]], float]:
-    """((fan_in, fan_out) per weight layer, the activation's gain) of ``testbed`` on ``dataset``'s 32x32 images."""
+@functools.lru_cache(maxsize=64)
+def network_fans(testbed: str, dataset: str) -> tuple[tuple[tuple[int, int], ...], float]:
+    """((fan_in, fan_out) per weight layer, the activation's gain) of ``testbed`` on ``dataset``'s 32x32 images
+    (built once per process)."""
     tb = get_testbed(testbed)
     model = build(tb, (DATASET_CHANNELS[dataset], 32, 32), DATASET_CLASSES[dataset])
-    return layer_fans(model), gain(tb.activation)
+    return tuple(tuple(f) for f in layer_fans(model)), gain(tb.activation)
 
 
 def formula_of(row: dict) -> Formula:
@@ -365,15 +361,20 @@ def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> 
     """The searches (one round of trials per step), then the re-training and transfer trials.
     ``evaluator(testbed, formula, seed, epochs) -> dict`` replaces the training (tests use a toy reward)."""
     data = cfg.data()
+    n = cfg.candidates_per_search()
+    rounds, start = [0], time.perf_counter()
 
     def evaluate(items):
-        out = run([Trial(key, candidate_trial, {"data": data, "testbed": cfg.testbed, "formula": f.to_dict(),
-                                                "seed": seed, "epochs": cfg.proxy_epochs, "evaluator": evaluator},
-                         work={"child epochs": cfg.proxy_epochs}) for key, f, seed in items], "candidates",
-                  progress=False)
+        rounds[0] += 1
+        with contextlib.redirect_stdout(io.StringIO()):   # one line per round would be n lines: ours say less
+            out = run([Trial(key, candidate_trial, {"data": data, "testbed": cfg.testbed, "formula": f.to_dict(),
+                                                    "seed": seed, "epochs": cfg.proxy_epochs, "evaluator": evaluator},
+                             work={"child epochs": cfg.proxy_epochs}) for key, f, seed in items], "candidates",
+                      progress=False)
+        if rounds[0] % max(1, n // 4) == 0:
+            print(f"search: round {rounds[0]} of at most {n} done ({time.perf_counter() - start:.0f} s)", flush=True)
         return {k: v["runs"][0] for k, v in out.items()}
 
-    n = cfg.candidates_per_search()
     print(f"search: {len(cfg.searchers)} searchers x {cfg.repeats} repeats x up to {n} candidates of "
           f"{cfg.proxy_epochs} epochs = {len(cfg.searchers) * cfg.repeats * n * cfg.proxy_epochs:,} child epochs on "
           f"{cfg.testbed}, in rounds of {len(cfg.searchers) * cfg.repeats}", flush=True)
@@ -650,7 +651,7 @@ def report(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> Report:
     if len(result.transfer):
         rep.markdown("## Transfer\nThe best formula, without re-searching, against He on other testbeds, with the "
                      "same fresh seeds (test accuracy).")
-        rep.table("transfer", transfer_summary(result.transfer))
+        rep.table("transfer_summary", transfer_summary(result.transfer))
     rep.table("comparisons", rows, show=False)
     rep.verdict("## What this run found\n" + verdict_text(cfg, rows, sigmas))
     return rep

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlinit_lib.initialisation.data_driven import layer_output_stds
+
 REWARDS = ("val_accuracy", "grad_norm_variance", "activation_stability", "loss_slope")
 DIRECTION = {
     "val_accuracy": "higher is better: validation accuracy after the proxy epochs",
@@ -47,21 +49,6 @@ _LAYERS = (nn.Linear, nn.Conv2d)
 def _log_floored(values: Sequence[float]) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     return np.log(np.maximum(v, _TINY)) if np.all(np.isfinite(v)) else np.full(v.shape, np.nan)
-
-
-@torch.no_grad()
-def layer_output_stds(model: nn.Module, x: torch.Tensor) -> list[float]:
-    """The standard deviation (over batch and units) of each weight layer's output, in forward order."""
-    stds, hooks = [], []
-    for m in model.modules():
-        if isinstance(m, _LAYERS):
-            hooks.append(m.register_forward_hook(lambda _m, _i, out: stds.append(out.double().std().item())))
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return stds
 
 
 def layer_grad_rms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:

@@ -70,9 +70,10 @@ def effective_scales(model: nn.Module) -> list[dict]:
 
 
 def layer_output_stds(model: nn.Module, x: torch.Tensor) -> list[float]:
-    """Std of every Conv2d/Linear output (pre-activation) for one batch, in forward order."""
+    """Std (over batch and units, in float64) of every Conv2d/Linear output (pre-activation) for one batch, in
+    forward order: what LSUV equalises, and 07's activation-stability reward."""
     out = []
-    handles = [m.register_forward_hook(lambda _m, _i, o: out.append(float(o.detach().std())))
+    handles = [m.register_forward_hook(lambda _m, _i, o: out.append(o.detach().double().std().item()))
                for _, m in weight_layers(model)]
     try:
         with torch.no_grad():
