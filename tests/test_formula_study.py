@@ -2,12 +2,14 @@
 to the uninterrupted tables; a diverged candidate is scored by the one rule and the search goes on; bad input stops
 in one line naming the parameter. (Kill -9 resume, refusal of a changed setting and the every-profile checks come
 from the registry: tests/test_crash_safety.py, tests/test_notebooks.py.)"""
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import spearmanr
 
 from rlinit_lib.core.params import ParameterError
 from rlinit_lib.core.study import run
@@ -28,9 +30,11 @@ def toy(testbed, formula, seed, epochs):
     if "fan_out" in formula.tokens:
         return {"val_accuracy": math.nan, "test_accuracy": math.nan, "diverged": True, "reason": "non-finite loss",
                 "epochs": 0}
-    acc = 0.1 + 0.8 * math.exp(PLANTED(formula)) + 0.01 * np.random.default_rng(seed).standard_normal()
+    rng = np.random.default_rng(seed)
+    acc = 0.1 + 0.8 * math.exp(PLANTED(formula)) + 0.01 * rng.standard_normal()
     return {"val_accuracy": acc, "test_accuracy": acc, "diverged": False, "reason": "", "epochs": epochs,
-            "seconds": 0.0}
+            "seconds": 0.0, "activation_stability": PLANTED(formula), "grad_norm_variance": -rng.random(),
+            "loss_slope": -PLANTED(formula)}
 
 
 class Failing:
@@ -57,7 +61,8 @@ def exported(out) -> dict:
 
 def test_tiny_study_trains_end_to_end_and_its_tables_read_back_as_numbers(tmp_path):
     torch.set_num_threads(1)
-    cfg = config(NB, tmp_path / "o", transfer_testbeds=["mlp20_relu_sgd"])
+    cfg = config(NB, tmp_path / "o", transfer_testbeds=["mlp20_relu_sgd"], baselines=["he", "lecun", "lsuv"],
+                 fidelity_seeds=2)
     result = run(fs, cfg)
     tables = exported(tmp_path / "o")
     c = tables["candidates"]
@@ -68,8 +73,22 @@ def test_tiny_study_trains_end_to_end_and_its_tables_read_back_as_numbers(tmp_pa
     assert (c.loc[c["trained"], "budget_used"].groupby([c["searcher"], c["repeat"]]).max() == cfg.budget).all()
     v = tables["validation"]
     assert pd.api.types.is_numeric_dtype(v["test_accuracy"]) and {"best", "he"} <= set(v["arm"])
-    assert (v.groupby("arm").size() == cfg.validation_seeds).all()
+    assert (v.groupby("arm").size() == cfg.validation_seeds).all() and "lsuv" in set(v["arm"])
+    lsuv, he = (v[v["arm"] == a].set_index("seed_index") for a in ("lsuv", "he"))
+    assert (lsuv["seed"] == he["seed"]).all() and (lsuv["test_accuracy"] != he["test_accuracy"]).any()
     assert set(v["seed"]).isdisjoint(set(c["seed"].dropna()))          # fresh seeds, disjoint from the search's
+    fid, per = tables["fidelity"], tables["fidelity_formulas"]
+    assert list(fid["reward"]) == list(fs.REWARDS)                     # one row per reward
+    for col in ("spearman", "ci_low", "ci_high", "formulas"):
+        assert pd.api.types.is_numeric_dtype(fid[col]), col
+    defined = fid["reward"] != "loss_slope"
+    assert fid.loc[defined, "spearman"].between(-1, 1).all() and (fid["formulas"] == len(per)).all()
+    # one training step per proxy epoch here: no slope (NaN), scored by the diverged rule like the search scores it,
+    # so every formula ties and there is no rank agreement
+    assert (per["loss_slope"] == fs.DIVERGED_REWARD["loss_slope"]).all() and fid.loc[~defined, "spearman"].isna().all()
+    base = {parse(fs.KNOWN[b]).canonical for b in ("he", "lecun")}     # formula baselines; LSUV is left out
+    assert set(per.loc[per["source"] == "baseline", "canonical"]) <= base
+    assert set(per["canonical"]) <= set(c.loc[c["trained"], "canonical"]) | base
     t = tables["transfer"]
     assert set(t["testbed"]) == {"mlp20_relu_sgd"} and set(t["arm"]) == {"best", "he"}
     assert list(t[t["arm"] == "best"]["seed"]) == list(t[t["arm"] == "he"]["seed"])   # paired by seed
@@ -78,21 +97,64 @@ def test_tiny_study_trains_end_to_end_and_its_tables_read_back_as_numbers(tmp_pa
     assert set(rows["verdict"]) <= {"better", "worse", "equivalent", "inconclusive"}
     rep = fs.report(cfg, result)
     assert {"best_so_far", "sigma_per_layer"} <= set(rep.figures()) and "best_formulas" in rep.tables()
+    assert "fidelity" in rep.tables() and "## Reward fidelity" in rep.text()
     assert "Smallest effect of interest (declared before the run)" in rep.text()
     he = rep.tables()["sigma_per_layer"].query("arm == 'he'")
     np.testing.assert_allclose(he["ratio_to_he"], 1.0, rtol=4 * EPS)
 
 
-def test_an_interrupted_search_resumes_to_the_uninterrupted_tables(tmp_path):
+@pytest.mark.parametrize("at", [40, 100])   # in a round of the searches (72 calls); among the fidelity trials
+def test_an_interrupted_search_resumes_to_the_uninterrupted_tables(tmp_path, at):
     cut = config(NB, tmp_path / "cut", **TOY)
     with pytest.raises(TrialsFailed):
-        run(fs, cut, evaluator=Failing(at=40))       # fails in the middle of a round of the searches
+        run(fs, cut, evaluator=Failing(at=at))
     run(fs, cut, evaluator=toy)                      # resume: the finished candidates come from the store
     full = run(fs, config(NB, tmp_path / "full", **TOY), evaluator=toy)
     a, b = exported(tmp_path / "cut"), exported(tmp_path / "full")
     for name in b:
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
     assert (full.candidates[full.candidates["trained"]].groupby(["searcher", "repeat"]).size() == 12).all()
+    assert len(full.fidelity) == len(fs.REWARDS) and full.fidelity["spearman"].between(-1, 1).all()
+
+
+def test_the_fidelity_set_is_a_seeded_sample_blind_to_rewards_on_fresh_seeds(tmp_path):
+    cfg = config(NB, tmp_path / "o", **TOY, fidelity_candidates=5, fidelity_seeds=2)
+    result = run(fs, cfg, evaluator=toy)
+    c = result.candidates
+    fset = fs.fidelity_set(cfg, c)
+    searched = [d for d in fset if d["source"] == "search"]
+    assert len(searched) == 5 and len({d["canonical"] for d in fset}) == len(fset)
+    assert [d["source"] for d in fset[5:]] == ["baseline"] * (len(fset) - 5)
+    shuffled = c.assign(**{r: np.random.default_rng(1).permutation(c[r].to_numpy()) for r in ("reward", *fs.REWARDS)})
+    assert [d["canonical"] for d in fs.fidelity_set(cfg, shuffled)] == [d["canonical"] for d in fset]   # blind
+    more = dataclasses.replace(cfg, fidelity_candidates=8)
+    assert [d["canonical"] for d in fs.fidelity_set(more, c)][:5] == [d["canonical"] for d in searched]  # extends
+    assert fs.fidelity_set(dataclasses.replace(cfg, fidelity_candidates=0), c) == []
+    long_seeds = {fs.fidelity_seed(cfg.seed, j) for j in range(cfg.fidelity_seeds)}
+    assert long_seeds.isdisjoint(set(c["seed"].dropna()) | set(result.validation["seed"]) |
+                                 {d["proxy_seed"] for d in fset})
+    per = result.fidelity_formulas
+    assert list(per["canonical"]) == [d["canonical"] for d in fset] and (per["long_seeds"] == 2).all()
+    assert (result.fidelity["formulas_trained"] == (~per["proxy_diverged"]).sum()).all()
+    assert (result.fidelity["diverged_at_proxy"] == per["proxy_diverged"].sum()).all()
+
+
+def test_rank_agreement_is_one_for_a_monotone_signal_and_matches_scipy():
+    rng = np.random.default_rng(0)
+    acc = rng.uniform(0.1, 0.9, 15)
+    planted = fs.rank_agreement(np.exp(5 * acc) - 3, acc)       # a monotone function of the long accuracy
+    assert planted["spearman"] == 1.0 and planted["ci_low"] == planted["ci_high"] == 1.0
+    assert planted["formulas"] == 15
+    assert fs.rank_agreement(np.exp(5 * acc), acc, higher_is_better=False)["spearman"] == -1.0
+    x, y = rng.standard_normal(12), rng.standard_normal(12)
+    x[3] = x[7]                                                  # a tie: average ranks, as scipy
+    r = fs.rank_agreement(x, y)
+    assert abs(r["spearman"] - spearmanr(x, y).statistic) <= 8 * EPS
+    assert -1 <= r["ci_low"] <= r["spearman"] <= r["ci_high"] <= 1
+    few = fs.rank_agreement(x[:9], y[:9])                       # below core.stats.MIN_BOOTSTRAP_N: no interval
+    assert np.isfinite(few["spearman"]) and np.isnan(few["ci_low"]) and np.isnan(few["ci_high"])
+    assert np.isnan(fs.rank_agreement(np.ones(12), y)["spearman"])   # a constant signal ranks nothing
+    assert fs.rank_agreement([np.nan, 1, 2, 3], [0.1, 0.2, 0.3, 0.4])["formulas"] == 3
 
 
 def test_a_diverged_candidate_is_scored_by_the_rule_and_the_search_goes_on(tmp_path):
@@ -129,6 +191,9 @@ def test_a_real_training_that_diverges_comes_back_scored_at_chance():
     ({"reward": "test_accuracy"}, "reward"),             # choices are never made on test accuracy
     ({"searchers": ["reinforce", "bayes"]}, "searchers"),
     ({"baselines": ["lecun"]}, "baselines"),             # the primary's reference must be there
+    ({"baselines": ["he", "gradinit"]}, "baselines"),    # not a formula of grammar.KNOWN nor a data-driven arm
+    ({"fidelity_candidates": -1}, "fidelity_candidates"),
+    ({"fidelity_seeds": 0}, "fidelity_seeds"),
     ({"device": "tpu"}, "device"),
 ])
 def test_bad_input_stops_in_one_line_naming_the_parameter(tmp_path, changes, name):

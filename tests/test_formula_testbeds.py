@@ -160,3 +160,35 @@ def test_loss_slope_and_diverged_signals():
     assert math.isnan(loss_slope([2.3])) and math.isnan(loss_slope([2.3, math.inf]))
     out = reward_signals({"grad_norm_variance": -0.1, "activation_stability": -0.2}, [2.0, 1.0], 0.7, diverged=True)
     assert list(out) == list(REWARDS) and all(math.isnan(v) for v in out.values())
+
+
+def test_the_init_hook_runs_lsuv_on_a_training_batch_and_leaves_unit_output_stds(tiny):
+    """``train_candidate``'s ``init_fn`` (07's LSUV arm, ``experiment.data_driven_init``): called once, after the
+    sigmas, with one normalised batch of training images; after LSUV every weight layer's output std on that batch
+    is 1 within LSUV's tolerance (on the std: sqrt(1 + t) - 1 for the variance tolerance t), measured in float32 as
+    LSUV measures it; the network still trains, and differs from the same seed without the hook."""
+    from rlinit_lib.formula_search.experiment import LSUV_TOLERANCE, data_driven_init
+
+    tb = Bed("mlp", 10, 64, "relu", "sgd", 0.01)
+    seen = []
+
+    def hook(model, x):
+        data_driven_init("lsuv", 3)(model, x)
+        out = []
+        hs = [m.register_forward_hook(lambda _m, _i, o: out.append(float(o.std()))) for m in weight_layers(model)]
+        with torch.no_grad():
+            model(x)
+        for h in hs:
+            h.remove()
+        seen.append((x.shape, x.dtype, out))
+
+    sig = he(build(tb, (3, 32, 32), 10))
+    r = train_candidate(tb, sig, tiny, seed=3, epochs=2, init_fn=hook)
+    plain = train_candidate(tb, sig, tiny, seed=3, epochs=2)
+    assert len(seen) == 1
+    shape, dtype, stds = seen[0]
+    assert shape == (tb.batch_size, 3, 32, 32) and dtype == torch.float32
+    assert len(stds) == tb.depth
+    np.testing.assert_array_less(np.abs(np.array(stds) - 1.0), math.sqrt(1.0 + LSUV_TOLERANCE) - 1.0)
+    assert not r["diverged"] and r["train_loss"] < r["initial_loss"]
+    assert r["initial_loss"] != plain["initial_loss"]

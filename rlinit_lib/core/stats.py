@@ -153,6 +153,16 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return float(centre - half), float(centre + half)
 
 
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho between matching rows of x and y ``[n, items]`` (average ranks for ties; NaN where a row is
+    constant): one call for a statistic and all its bootstrap resamples (02's rank agreement, 07's reward fidelity)."""
+    rx, ry = _st.rankdata(x, axis=1), _st.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    den = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
+
+
 def transfer_agreement(proxy: pd.DataFrame, other: pd.DataFrame, pair: tuple[float, float] | None = None) -> dict:
     """How well the proxy's per-scale accuracy (02: columns ``scale``, ``accuracy``) predicts another
     network's (03: columns ``scale``, ``mean_accuracy``, and per-run ``runs`` for the pair).

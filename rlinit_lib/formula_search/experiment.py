@@ -28,12 +28,16 @@ equal an uninterrupted run's. ``tables`` replays the same way from the store alo
 **Seeds** (``core.runtime.derive_seed``; inside a trial ``stream_seed`` per purpose: ``init``, ``data_order``):
 the searcher of repeat r is seeded ``derive_seed(seed, SEARCHER_SALT, r)``; the child of step i of repeat r is
 ``derive_seed(seed, SEARCH_SALT, r, i)`` for every searcher (common random numbers: the design is paired by
-repeat); re-training and transfer use ``derive_seed(seed, VALIDATION_SALT, j)``, disjoint from the search's.
+repeat); re-training and transfer use ``derive_seed(seed, VALIDATION_SALT, j)``, disjoint from the search's; the
+reward-fidelity re-training ``derive_seed(seed, FIDELITY_SALT, j)``, disjoint from both.
 
 **Validation.** The best formula overall (``best``: the highest search reward of any trained, non-diverged
 candidate; ties to the earlier searcher, repeat, step) and each searcher's best (``best_<searcher>``) are
 re-trained for ``long_epochs`` on ``validation_seeds`` fresh seeds against the ``baselines`` (He, LeCun, Xavier,
-``g / sqrt(fan_in)``: the analytic gain, SiLU's from ``initialisation.theory``), every arm with the same seed j,
+``g / sqrt(fan_in)``: the analytic gain, SiLU's from ``initialisation.theory``; ``lsuv``: LSUV as its paper,
+orthonormal weights then each layer rescaled to unit output variance on one training batch, through
+``testbeds.train_candidate``'s ``init_fn`` hook; its He draw comes first and is replaced), every arm with the same
+seed j,
 and reported on TEST accuracy (the choice used only the search's reward). The best formula is then trained on
 each of ``transfer_testbeds`` against He, with the same fresh seeds, without re-searching.
 
@@ -43,15 +47,27 @@ other baselines, each searcher's best against He, REINFORCE against random searc
 search (best-so-far reward at the full budget, paired by repeat, margin ``search_sesoi``), and each transfer
 testbed (``best - he``).
 
-Left out (issue 27 items not built here): LSUV, GradInit and MetaInit as baselines (``initialisation.data_driven``
-needs a hook into ``testbeds.train_candidate``'s model), the reward-fidelity table (rank agreement of every
-reward with long-training test accuracy), and training many candidates at once in one batched network.
+**Reward fidelity** (issue 27, item 4): how well each reward of ``rewards.REWARDS``, measured at the proxy,
+predicts test accuracy after ``long_epochs``. The set (``fidelity_set``) is chosen blind to every reward: the first
+``fidelity_candidates`` of a seeded uniform permutation (``stream_seed(seed, 'fidelity_sample')``) of the distinct
+formulas the searches trained (diverged ones included; the proxy signals are those of their first search
+training), plus the formula baselines, scored at the proxy on ``baseline_proxy_seed`` (the search's convention at
+a step no search trains). Each is re-trained for ``long_epochs`` on ``fidelity_seeds`` fresh seeds
+(``fidelity/long/<canonical>/<j>``, one trial each, so a resumed run finishes the same table). Per reward:
+Spearman's rho between the proxy signal (a diverged or undefined one at the diverged score, as the search scores
+it) and the mean long test accuracy (diverged at chance), with a percentile-bootstrap interval over formulas
+(``rank_agreement``). LSUV is not in the set: it is not a formula of the search.
+
+Left out (issue 27 items not built here): GradInit and MetaInit as baselines (the hook would take them; their
+cost per candidate is not budgeted), which reward finds better formulas for the same budget (a search per reward),
+and training many candidates at once in one batched network.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import io
 import math
 import time
@@ -66,8 +82,8 @@ from rlinit_lib.core.data import DATASET_CHANNELS, DATASET_CLASSES, DataFields, 
 from rlinit_lib.core.notebook import Report
 from rlinit_lib.core.params import Choice, Float, Int, ListOf, ParameterError, RunFields, param
 from rlinit_lib.core.plots import band_plot
-from rlinit_lib.core.runtime import derive_seed, device_rule, environment_info, pick_device
-from rlinit_lib.core.stats import interval
+from rlinit_lib.core.runtime import derive_seed, device_rule, environment_info, pick_device, stream_seed
+from rlinit_lib.core.stats import MIN_BOOTSTRAP_N, interval, spearman_rows
 from rlinit_lib.core.store import RunStore, StoreError
 from rlinit_lib.core.trials import Trial
 from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
@@ -77,15 +93,19 @@ from rlinit_lib.formula_search.grammar import (CONSTANTS, DISTRIBUTIONS, KNOWN, 
 from rlinit_lib.formula_search.rewards import DIRECTION, REWARDS
 from rlinit_lib.formula_search.searchers import MAX_BUDGET, SEARCHERS, Searcher, make_searcher
 from rlinit_lib.formula_search.testbeds import TESTBEDS, build, gain, get_testbed, layer_fans, train_candidate
+from rlinit_lib.initialisation.data_driven import lsuv_init
 
-SEARCH_SALT, SEARCHER_SALT, VALIDATION_SALT = 701, 702, 703   # this notebook's own seeds
+SEARCH_SALT, SEARCHER_SALT, VALIDATION_SALT, FIDELITY_SALT = 701, 702, 703, 704   # this notebook's own seeds
 CHANCE = 0.1                 # every dataset of core.data has 10 classes: a diverged network scores 1/10
 # The one rule for a diverged candidate (core.verdicts.score_diverged), per reward (higher is better): chance
 # accuracy, or a floor below what a trained network measures (rewards.py: the log-scale spreads are bounded by
 # float32's range, |log| < 89, and the loss slope of a network that learns at all lies within +-10)
 DIVERGED_REWARD = {"val_accuracy": CHANCE, "grad_norm_variance": -1e4, "activation_stability": -100.0,
                    "loss_slope": -10.0}
-BASELINES = ("he", "lecun", "xavier", "he_gain")   # names of grammar.KNOWN; he_gain = g / sqrt(fan_in)
+BASELINES = ("he", "lecun", "xavier", "he_gain", "lsuv")   # grammar.KNOWN's names (he_gain = g / sqrt(fan_in)),
+# and DATA_DRIVEN's: an initialiser that reads a batch of training data, run after its start formula's sigmas
+DATA_DRIVEN = {"lsuv": "he"}   # name -> the KNOWN formula drawn first (LSUV then re-draws orthonormal weights)
+LSUV_TOLERANCE = 0.1           # on each layer's output variance (the LSUV paper's t; data_driven.lsuv_init)
 PRIMARY = "best - he"        # declared before the run: test accuracy after long_epochs, paired by seed
 SEARCH_CONTRASTS = (("reinforce", "random"), ("evolution", "random"))
 PROPOSALS_PER_CANDIDATE = 20  # a search stops after this many proposals per candidate of its budget
@@ -95,6 +115,11 @@ TRAINED_COLUMNS = ["val_accuracy", "test_accuracy", "diverged", "reason", "epoch
 CANDIDATE_COLUMNS = ["searcher", "repeat", "step", "proposals", "formula", "canonical", "tokens", "distribution",
                      "trained", "seed", "budget_used", "reward", "best_so_far", *TRAINED_COLUMNS]
 RUN_COLUMNS = ["arm", "formula", "canonical", "seed_index", "seed", "val_accuracy", "test_accuracy", "diverged"]
+FIDELITY_FORMULA_COLUMNS = ["canonical", "formula", "source", "proxy_seed", "proxy_diverged", *REWARDS,
+                            "long_test_accuracy", "long_diverged_rate", "long_seeds"]
+FIDELITY_COLUMNS = ["reward", "spearman", "ci_low", "ci_high", "formulas", "diverged_at_proxy", "spearman_trained",
+                    "trained_ci_low", "trained_ci_high", "formulas_trained", "confidence"]
+FIDELITY_BOOT = 2000         # percentile-bootstrap resamples of the fidelity set's formulas
 
 QUESTION = ("Does a search over initialisation formulas (REINFORCE, regularised evolution, random search) find a "
             "formula that beats He where initialisation decides, and does the controller beat random search on the "
@@ -135,11 +160,14 @@ class FormulaSearchConfig(DataFields, RunFields):
     tournament: int = param(5, Int(low=1, high=100_000))                   # members drawn per parent choice
     controller_lr: float = param(1e-3, Float(low=0.0, low_open=True))      # REINFORCE's Adam
     controller_entropy: float = param(0.05, Float(low=0.0))                # REINFORCE's entropy bonus
-    baselines: list = param(list(BASELINES), ListOf(Choice(tuple(KNOWN)), what="names of grammar.KNOWN"))
+    baselines: list = param(list(BASELINES), ListOf(Choice((*KNOWN, *DATA_DRIVEN)),
+                                                    what="names of grammar.KNOWN or data-driven initialisers"))
     validation_seeds: int = param(5, Int(low=2, high=1_000), identity=False)   # fresh seeds per arm (more extends)
     long_epochs: int = param(10, Int(low=1, high=10_000))                  # re-training of the best formulas
     transfer_testbeds: list = param(["mlp10_relu_sgd", "mlp40_relu_sgd", "cnn12_relu_sgd"],
                                     ListOf(Choice(tuple(TESTBEDS)), 0, what="testbed names"), identity=False)
+    fidelity_candidates: int = param(12, Int(low=0, high=100_000), identity=False)   # 0: no reward-fidelity table
+    fidelity_seeds: int = param(3, Int(low=1, high=1_000), identity=False)   # fresh seeds per fidelity formula
     sesoi: float = param(0.005, Float(low=0.0, low_open=True))       # smallest test-accuracy difference of interest
     search_sesoi: float = param(0.005, Float(low=0.0, low_open=True))  # same, for best-so-far reward (its units)
     device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
@@ -155,6 +183,9 @@ class FormulaSearchConfig(DataFields, RunFields):
                                  f"{self.tournament!r})")
         if "he" not in self.baselines:
             raise ParameterError(f"baselines must contain 'he', the primary comparison's reference (got "
+                                 f"{self.baselines!r})")
+        if "lsuv" in self.baselines and importlib.util.find_spec("lsuv") is None:   # data_driven.lsuv_init's package
+            raise ParameterError(f"baselines contains 'lsuv', which needs the lsuv package: pip install lsuv (got "
                                  f"{self.baselines!r})")
         if self.testbed in self.transfer_testbeds:
             raise ParameterError(f"transfer_testbeds must not contain the search testbed {self.testbed!r} (got "
@@ -203,11 +234,21 @@ def formula_of(row: dict) -> Formula:
     return Formula(tuple(str(row["tokens"]).split()), row["distribution"])
 
 
+def data_driven_init(name: str, seed: int) -> Callable:
+    """The ``init_fn(model, x)`` of ``testbeds.train_candidate`` for data-driven arm ``name``: LSUV (Mishkin &
+    Matas 2016, as the paper: orthonormal weights, then each layer rescaled until its output variance on the batch is
+    1 within ``LSUV_TOLERANCE``), its orthonormal draw seeded from ``stream_seed(seed, 'lsuv')``."""
+    if name == "lsuv":
+        return lambda model, x: lsuv_init(model, x, tolerance=LSUV_TOLERANCE, seed=stream_seed(seed, "lsuv"))
+    raise ParameterError(f"init must be one of {', '.join(DATA_DRIVEN)} (got {name!r})")
+
+
 def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: int,
-                    evaluator: Callable | None = None) -> dict:
+                    evaluator: Callable | None = None, init: str = "") -> dict:
     """One formula trained on ``testbed`` for ``epochs`` with ``seed``: the row of table ``runs`` (validation and
-    test accuracy, the reward signals, diverged or not). ``evaluator(testbed, formula, seed, epochs) -> dict``
-    replaces the training (tests: a toy reward)."""
+    test accuracy, the reward signals, diverged or not). ``init``: a data-driven initialiser of DATA_DRIVEN run
+    after the formula's sigmas (``data_driven_init``). ``evaluator(testbed, formula, seed, epochs) -> dict``
+    replaces the training (tests: a toy reward; it ignores ``init``)."""
     f = Formula.from_dict(formula)
     if evaluator is not None:
         out = dict(evaluator(testbed, f, seed, epochs))
@@ -218,8 +259,8 @@ def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: 
         fans, g = network_fans(testbed, data["dataset"])
         sigmas = [float(s) for s in f.per_layer(fans, g)]
         out = train_candidate(get_testbed(testbed), sigmas, images, seed, epochs, distribution=f.distribution,
-                              device=device)
-    row = {"canonical": f.canonical, "tokens": " ".join(f.tokens), "distribution": f.distribution, "seed": seed}
+                              device=device, init_fn=data_driven_init(init, seed) if init else None)
+    row = {"canonical": arm_id(f, init), "tokens": " ".join(f.tokens), "distribution": f.distribution, "seed": seed}
     row.update({k: out.get(k, math.nan) for k in TRAINED_COLUMNS})
     row["diverged"] = bool(row["diverged"])
     row["reason"] = str(row["reason"] or "")
@@ -335,26 +376,152 @@ def best_formulas(candidates: pd.DataFrame, searchers) -> dict[str, Formula]:
 
 
 def arms_of(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> dict[str, Formula]:
-    """Every arm of the re-training: the found formulas, then the baselines."""
-    return {**best_formulas(candidates, cfg.searchers), **{b: parse(KNOWN[b]) for b in cfg.baselines}}
+    """Every arm of the re-training: the found formulas, then the baselines (a data-driven one as the formula it
+    starts from; ``arm_init`` names its initialiser)."""
+    return {**best_formulas(candidates, cfg.searchers),
+            **{b: parse(KNOWN[DATA_DRIVEN.get(b, b)]) for b in cfg.baselines}}
+
+
+def arm_init(arm: str) -> str:
+    """The data-driven initialiser of ``arm`` ("" for a formula arm)."""
+    return arm if arm in DATA_DRIVEN else ""
+
+
+def arm_id(f: Formula, init: str = "") -> str:
+    """What identifies an arm's training: the canonical formula, prefixed by a data-driven initialiser
+    (``lsuv:<canonical>``)."""
+    return f"{init}:{f.canonical}" if init else f.canonical
 
 
 def validation_seed(cfg_seed: int, j: int) -> int:
     return derive_seed(cfg_seed, VALIDATION_SALT, j)
 
 
-def check_items(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> list[tuple[str, str, Formula, int, int]]:
-    """(key, testbed, formula, seed_index, seed) of every re-training: each distinct formula of the arms on the
-    search testbed, and ``best`` and He on each transfer testbed, on the fresh seeds."""
+def check_items(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> list[tuple[str, str, Formula, int, int, str]]:
+    """(key, testbed, formula, seed_index, seed, init) of every re-training: each distinct arm (formula and
+    data-driven initialiser) on the search testbed, and ``best`` and He on each transfer testbed, on the fresh
+    seeds."""
     arms = arms_of(cfg, candidates)
-    unique = {f.canonical: f for f in arms.values()}
-    items = [(f"validate/{c}/{j}", cfg.testbed, f, j, validation_seed(cfg.seed, j))
-             for j in range(cfg.validation_seeds) for c, f in unique.items()]
+    unique = {arm_id(f, arm_init(a)): (f, arm_init(a)) for a, f in arms.items()}
+    items = [(f"validate/{c}/{j}", cfg.testbed, f, j, validation_seed(cfg.seed, j), init)
+             for j in range(cfg.validation_seeds) for c, (f, init) in unique.items()]
     if "best" in arms:
         pair = {f.canonical: f for f in (arms["best"], parse(KNOWN["he"]))}
-        items += [(f"transfer/{tb}/{c}/{j}", tb, f, j, validation_seed(cfg.seed, j))
+        items += [(f"transfer/{tb}/{c}/{j}", tb, f, j, validation_seed(cfg.seed, j), "")
                   for tb in cfg.transfer_testbeds for j in range(cfg.validation_seeds) for c, f in pair.items()]
     return items
+
+
+# ---- reward fidelity ----
+
+def fidelity_seed(cfg_seed: int, j: int) -> int:
+    """Seed j of the fidelity re-training: its own purpose, disjoint from the search's and the validation's."""
+    return derive_seed(cfg_seed, FIDELITY_SALT, j)
+
+
+def baseline_proxy_seed(cfg_seed: int) -> int:
+    """The seed a baseline is scored with at the proxy: the search's convention ``derive_seed(seed, SEARCH_SALT,
+    r, i)`` at (0, 0), a step no search trains (steps count from 1); the same seed for every baseline."""
+    return derive_seed(cfg_seed, SEARCH_SALT, 0, 0)
+
+
+def fidelity_set(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> list[dict]:
+    """The formulas of the reward-fidelity table, chosen without looking at any reward: the first
+    ``fidelity_candidates`` of a seeded uniform permutation (``stream_seed(seed, 'fidelity_sample')``) of the
+    distinct canonical formulas the searches trained (diverged ones included; each keeps its first training, in
+    searcher, repeat, step order, as its proxy run), then the formula baselines not already among them (their proxy
+    run: ``baseline_proxy_seed``). Data-driven baselines (LSUV) are left out: they are not formulas of the search.
+    Empty when ``fidelity_candidates`` is 0. A larger ``fidelity_candidates`` extends the set."""
+    if cfg.fidelity_candidates == 0:
+        return []
+    out = []
+    if len(candidates):
+        order = {name: i for i, name in enumerate(cfg.searchers)}
+        t = candidates[candidates["trained"].astype(bool)]
+        t = t.assign(_o=t["searcher"].map(order)).sort_values(["_o", "repeat", "step"], kind="stable")
+        pool = t.drop_duplicates("canonical").sort_values("canonical", kind="stable")
+        rng = np.random.default_rng(stream_seed(cfg.seed, "fidelity_sample"))
+        pick = pool.iloc[rng.permutation(len(pool))[:cfg.fidelity_candidates]]
+        out = [{"canonical": r["canonical"], "formula": formula_of(r), "source": "search",
+                "proxy_key": search_key(r["searcher"], int(r["repeat"]), int(r["step"])), "proxy_seed": int(r["seed"])}
+               for _, r in pick.iterrows()]
+    seen = {d["canonical"] for d in out}
+    for b in cfg.baselines:
+        f = parse(KNOWN[b]) if b in KNOWN else None
+        if f is None or f.canonical in seen:
+            continue
+        seen.add(f.canonical)
+        out.append({"canonical": f.canonical, "formula": f, "source": "baseline",
+                    "proxy_key": f"fidelity/proxy/{f.canonical}", "proxy_seed": baseline_proxy_seed(cfg.seed)})
+    return out
+
+
+def fidelity_items(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> list[tuple[str, Formula, int, int]]:
+    """(key, formula, seed, epochs) of the fidelity trials: each baseline's proxy run (``proxy_epochs``), then every
+    formula of the set re-trained for ``long_epochs`` on ``fidelity_seeds`` fresh seeds (``fidelity/long/<canonical>
+    /<j>``)."""
+    fset = fidelity_set(cfg, candidates)
+    items = [(d["proxy_key"], d["formula"], d["proxy_seed"], cfg.proxy_epochs) for d in fset
+             if d["source"] == "baseline"]
+    items += [(f"fidelity/long/{d['canonical']}/{j}", d["formula"], fidelity_seed(cfg.seed, j), cfg.long_epochs)
+              for j in range(cfg.fidelity_seeds) for d in fset]
+    return items
+
+
+def rank_agreement(signal, target, *, higher_is_better: bool = True, confidence: float = 0.95,
+                   n_boot: int = FIDELITY_BOOT, seed: int = 0) -> dict:
+    """Spearman's rho (average ranks for ties; ``core.stats.spearman_rows``, the one notebook 02 uses) between
+    a reward signal, turned so that higher is better, and a target (mean long-training test accuracy), over the
+    formulas where both are finite, with a percentile-bootstrap interval that resamples formulas (from
+    ``core.stats.MIN_BOOTSTRAP_N`` formulas up, the project's floor for a bootstrap; NaN below it, and rho NaN below 3
+    formulas or when either side is constant)."""
+    x, y = np.asarray(signal, float), np.asarray(target, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = (x[ok] if higher_is_better else -x[ok]), y[ok]
+    n, nan = int(len(x)), float("nan")
+    out = {"spearman": nan, "ci_low": nan, "ci_high": nan, "formulas": n}
+    if n < 3:
+        return out
+    out["spearman"] = float(spearman_rows(x[None], y[None])[0])
+    if n >= MIN_BOOTSTRAP_N and np.isfinite(out["spearman"]):
+        idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+        boot = spearman_rows(x[idx], y[idx])
+        if np.isfinite(boot).any():
+            lo, hi = np.nanpercentile(boot, [50 * (1 - confidence), 50 * (1 + confidence)])
+            out.update(ci_low=float(lo), ci_high=float(hi))
+    return out
+
+
+def fidelity_tables(cfg: FormulaSearchConfig, candidates: pd.DataFrame, rows: Callable[[str], dict]
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per formula, per reward) of the reward-fidelity analysis; ``rows(key)`` is a trial's row. Per formula: each
+    reward's proxy signal scored by the one rule for diverged runs (``scored_reward``) and the mean test accuracy
+    of the long re-training (diverged at chance). Per reward: ``rank_agreement`` of the two over the whole set, and
+    (``*_trained``) over the formulas that did not diverge at the proxy (does the signal rank the formulas that
+    train, beyond telling them from the diverged ones?)."""
+    per = []
+    for d in fidelity_set(cfg, candidates):
+        proxy = rows(d["proxy_key"])
+        long = [rows(f"fidelity/long/{d['canonical']}/{j}") for j in range(cfg.fidelity_seeds)]
+        acc = scored([r["test_accuracy"] for r in long])
+        per.append({"canonical": d["canonical"], "formula": str(d["formula"]), "source": d["source"],
+                    "proxy_seed": d["proxy_seed"], "proxy_diverged": bool(proxy["diverged"]),
+                    **{r: scored_reward(proxy, r) for r in REWARDS}, "long_test_accuracy": float(np.mean(acc)),
+                    "long_diverged_rate": float(np.mean([bool(r["diverged"]) for r in long])),
+                    "long_seeds": len(long)})
+    per = pd.DataFrame(per, columns=FIDELITY_FORMULA_COLUMNS)
+    out = []
+    if len(per):
+        trained = per[~per["proxy_diverged"]]
+        for r in REWARDS:
+            opts = dict(higher_is_better=DIRECTION[r].startswith("higher"),
+                        seed=stream_seed(cfg.seed, "fidelity_bootstrap"))
+            agree = rank_agreement(per[r], per["long_test_accuracy"], **opts)
+            sub = rank_agreement(trained[r], trained["long_test_accuracy"], **opts)
+            out.append({"reward": r, **agree, "diverged_at_proxy": int(per["proxy_diverged"].sum()),
+                        "spearman_trained": sub["spearman"], "trained_ci_low": sub["ci_low"],
+                        "trained_ci_high": sub["ci_high"], "formulas_trained": sub["formulas"], "confidence": 0.95})
+    return per, pd.DataFrame(out, columns=FIDELITY_COLUMNS)
 
 
 def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> None:
@@ -380,10 +547,13 @@ def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> 
           f"{cfg.testbed}, in rounds of {len(cfg.searchers) * cfg.repeats}", flush=True)
     candidates = run_searches(cfg, evaluate, run.log)
     items = check_items(cfg, candidates)
-    run([Trial(key, candidate_trial, {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed,
-                                      "epochs": cfg.long_epochs, "evaluator": evaluator},
-               work={"child epochs": cfg.long_epochs}) for key, tb, f, _, seed in items],
-        "re-training and transfer")
+    checks = [Trial(key, candidate_trial, {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed,
+                                           "epochs": cfg.long_epochs, "evaluator": evaluator, "init": init},
+                    work={"child epochs": cfg.long_epochs}) for key, tb, f, _, seed, init in items]
+    checks += [Trial(key, candidate_trial, {"data": data, "testbed": cfg.testbed, "formula": f.to_dict(),
+                                            "seed": seed, "epochs": epochs, "evaluator": evaluator},
+                     work={"child epochs": epochs}) for key, f, seed, epochs in fidelity_items(cfg, candidates)]
+    run(checks, "re-training, transfer and reward fidelity")
 
 
 # ---- tables ----
@@ -395,7 +565,9 @@ class FormulaSearchResult:
     validation: pd.DataFrame    # one row per (arm, fresh seed) on the search testbed: RUN_COLUMNS
     transfer: pd.DataFrame      # one row per (transfer testbed, arm, fresh seed): testbed + RUN_COLUMNS
     fans: pd.DataFrame          # one row per weight layer of the search testbed: fan_in, fan_out, gain
-    EXPORTS = ("candidates", "arms", "validation", "transfer", "fans")
+    fidelity: pd.DataFrame      # one row per reward: Spearman with long-training test accuracy (FIDELITY_COLUMNS)
+    fidelity_formulas: pd.DataFrame   # one row per formula of the fidelity set: FIDELITY_FORMULA_COLUMNS
+    EXPORTS = ("candidates", "arms", "validation", "transfer", "fans", "fidelity", "fidelity_formulas")
 
 
 def _rows_for(store: RunStore, key: str) -> dict:
@@ -411,17 +583,19 @@ def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> Formul
     arms = arms_of(cfg, candidates)
     fans, g = network_fans(cfg.testbed, cfg.dataset)
     arm_table = pd.DataFrame([{"arm": a, "source": "search" if a.startswith("best") else "baseline",
-                               "formula": str(f), "canonical": f.canonical} for a, f in arms.items()])
+                               "formula": arm_formula(a, f), "canonical": arm_id(f, arm_init(a))}
+                              for a, f in arms.items()])
     if len(candidates):
         found = candidates[candidates["trained"].astype(bool)].groupby("canonical")["reward"].max()
         arm_table["search_reward"] = arm_table["canonical"].map(found)
     validation, transfer = [], []
-    for key, tb, f, j, seed in check_items(cfg, candidates):
+    for key, tb, f, j, seed, init in check_items(cfg, candidates):
         row = _rows_for(store, key)
-        base = {"canonical": f.canonical, "seed_index": j, "seed": seed,
+        base = {"canonical": arm_id(f, init), "seed_index": j, "seed": seed,
                 **{k: row[k] for k in ("val_accuracy", "test_accuracy", "diverged")}}
         mine = arms if key.startswith("validate/") else {"best": arms["best"], "he": parse(KNOWN["he"])}
-        new = [{"arm": a, "formula": str(af), **base} for a, af in mine.items() if af.canonical == f.canonical]
+        new = [{"arm": a, "formula": arm_formula(a, af), **base} for a, af in mine.items()
+               if arm_id(af, arm_init(a) if key.startswith("validate/") else "") == base["canonical"]]
         if key.startswith("validate/"):
             validation += new
         else:
@@ -432,8 +606,14 @@ def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> Formul
     transfer = pd.DataFrame(transfer, columns=["testbed", *RUN_COLUMNS]).sort_values(["testbed", "arm", "seed_index"])
     fan_table = pd.DataFrame([{"layer": l, "fan_in": fi, "fan_out": fo, "gain": g}
                               for l, (fi, fo) in enumerate(fans, start=1)])
+    fid_formulas, fidelity = fidelity_tables(cfg, candidates, lambda k: _rows_for(store, k))
     return FormulaSearchResult(candidates, arm_table, validation.reset_index(drop=True),
-                               transfer.reset_index(drop=True), fan_table)
+                               transfer.reset_index(drop=True), fan_table, fidelity, fid_formulas)
+
+
+def arm_formula(arm: str, f: Formula) -> str:
+    """An arm's formula as written; a data-driven arm names its initialiser and the formula it starts from."""
+    return f"{arm} after {f}" if arm_init(arm) else str(f)
 
 
 # ---- statistics and verdicts ----
@@ -506,10 +686,13 @@ def verdicts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> pd.DataFr
 # ---- report ----
 
 def sigma_table(arms: dict[str, Formula], fans: list, g: float) -> pd.DataFrame:
-    """Per arm and weight layer: sigma_l and its ratio to He's sqrt(2 / fan_in)."""
+    """Per formula arm and weight layer: sigma_l and its ratio to He's sqrt(2 / fan_in) (a data-driven arm's
+    sigma depends on the data and its seed: it is left out)."""
     he = parse(KNOWN["he"]).per_layer(fans, g)
     rows = []
     for arm, f in arms.items():
+        if arm_init(arm):
+            continue
         for l, (s, h) in enumerate(zip(f.per_layer(fans, g), he), start=1):
             rows.append({"arm": arm, "layer": l, "sigma": float(s), "he_sigma": float(h), "ratio_to_he": float(s / h)})
     return pd.DataFrame(rows, columns=["arm", "layer", "sigma", "he_sigma", "ratio_to_he"])
@@ -618,6 +801,34 @@ def verdict_text(cfg: FormulaSearchConfig, rows: pd.DataFrame, sigmas: pd.DataFr
     return "\n".join(lines)
 
 
+def fidelity_text(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> str:
+    """The reward-fidelity section's heading and reading."""
+    per, fid = result.fidelity_formulas, result.fidelity
+    n_search = int((per["source"] == "search").sum())
+    lines = [f"## Reward fidelity\nHow well each reward, measured at the proxy ({cfg.proxy_epochs} epoch(s), the "
+             f"search's seeds), predicts test accuracy after {cfg.long_epochs} epochs on {cfg.fidelity_seeds} fresh "
+             f"seeds (disjoint from the search's and the validation's), over {len(per)} formulas: {n_search} drawn "
+             f"uniformly from the distinct trained candidates (seeded, blind to every reward) and "
+             f"{len(per) - n_search} formula baselines. Spearman's rho (ties at average ranks; a diverged run scored "
+             f"by the one rule: its signal at the diverged score, its accuracy at chance), 95% percentile-bootstrap "
+             f"interval over formulas (none below {MIN_BOOTSTRAP_N} formulas). {int(per['proxy_diverged'].sum())} of "
+             f"the {len(per)} diverged at the proxy, so much of the agreement over all formulas can be diverged against "
+             f"trained; the last columns (`*_trained`) rank only the formulas that trained at the proxy."]
+
+    def says(rho, lo, hi, n):
+        if not np.isfinite(rho):
+            return f"no rank agreement ({n} formulas, or every formula tied)"
+        ci = f"[{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"no interval with {n} formulas"
+        reading = ("its ranking carries over to the long run" if np.isfinite(lo) and lo > 0 else
+                   "it ranks against the long run" if np.isfinite(hi) and hi < 0 else "undecided")
+        return f"rho = {rho:+.2f} ({ci}; {reading})"
+
+    for r in fid.itertuples():
+        lines.append(f"- `{r.reward}`: all formulas {says(r.spearman, r.ci_low, r.ci_high, r.formulas)}; trained at "
+                     f"the proxy only {says(r.spearman_trained, r.trained_ci_low, r.trained_ci_high, r.formulas_trained)}.")
+    return "\n".join(lines)
+
+
 def report(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> Report:
     """What notebook 07 shows: the found formulas against He per layer, best-so-far against budget, the
     re-training and transfer tables, throughput, and the verdicts."""
@@ -648,6 +859,10 @@ def report(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> Report:
     rep.table("throughput", throughput(result.candidates), caption="Candidates per searcher and child seconds per "
               "trained candidate (one worker); rejected: not a finite positive sigma on some layer, scored by the "
               "diverged rule without training")
+    if len(result.fidelity):
+        rep.markdown(fidelity_text(cfg, result))
+        rep.table("fidelity", result.fidelity)
+        rep.table("fidelity_formulas", result.fidelity_formulas, show=False)
     if len(result.transfer):
         rep.markdown("## Transfer\nThe best formula, without re-searching, against He on other testbeds, with the "
                      "same fresh seeds (test accuracy).")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as st
 
+from rlinit_lib.core.stats import spearman_rows
 from rlinit_lib.core.verdicts import score_diverged
 from rlinit_lib.core.verdicts import seeds_needed as _seeds_needed
 
@@ -66,15 +67,6 @@ def target_choice(val: np.ndarray, test: np.ndarray, scales, target: str = "fina
     return float(np.asarray(scales)[int(np.argmax(v.mean(axis=1)))])
 
 
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho between matching rows of x and y [n, scales] (average ranks for ties)."""
-    rx, ry = st.rankdata(x, axis=1), st.rankdata(y, axis=1)
-    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
-    den = np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (rx * ry).sum(1) / np.where(den > 0, den, 1), np.nan)
-
-
 def halves(n_seeds: int) -> tuple[np.ndarray, np.ndarray]:
     """The two disjoint seed sets: the first half of the seed indices and the rest."""
     k = n_seeds // 2
@@ -83,7 +75,7 @@ def halves(n_seeds: int) -> tuple[np.ndarray, np.ndarray]:
 
 def same_run_spearman(proxy: np.ndarray, target: np.ndarray) -> float:
     """The biased estimate (kept for comparison): both rankings from the same networks' means."""
-    return float(_spearman_rows(proxy.mean(1)[None], target.mean(1)[None])[0])
+    return float(spearman_rows(proxy.mean(1)[None], target.mean(1)[None])[0])
 
 
 def _disjoint(proxy_val, target_val, target_test, a, b):
@@ -95,7 +87,7 @@ def _disjoint(proxy_val, target_val, target_test, a, b):
     ref = target_val[:, a].mean(2).T
     rows = np.arange(len(p))
     regret = t[rows, ref.argmax(1)] - t[rows, p.argmax(1)]
-    return _spearman_rows(p, t), regret
+    return spearman_rows(p, t), regret
 
 
 def disjoint_fidelity(proxy_val, target_val, target_test, n_boot: int = 1000, seed: int = 0,
