@@ -2,8 +2,8 @@
 
     python -m benchmarks.bench_dqn --seeds 10 --episodes 300 --variants minimalrl_schedule
 
-Times, in one run on the same machine: (a) ``train_dqn``, the faithful one-seed path (Gymnasium's
-CartPole, one ``nn.Module``), for each (variant, seed) in turn; (b) ``train_dqn_batched`` with all
+Times, in one run on the same machine: (a) ``train_dqn``, the faithful one-seed path (the task's reference
+environment, one ``nn.Module``; ``--task``, default CartPole-v1), for each (variant, seed) in turn; (b) ``train_dqn_batched`` with all
 of those runs together, and optionally (``--ks``) with K seeds of the first variant (no baseline).
 It reports seconds per run, the speed-up over (a), environment steps per second, and whether (b)
 reproduced (a)'s returns exactly. ``--per-arm`` times (a) and (b) for each variant on its own (every arm runs
@@ -26,6 +26,7 @@ from rlinit_lib.smooth_reinit.dqn import train_dqn
 from rlinit_lib.smooth_reinit.dqn_batched import train_dqn_batched
 from rlinit_lib.core.runtime import derive_seed, environment_info, pick_device
 from rlinit_lib.smooth_reinit.experiment import DQN_VARIANTS, SmoothReinitConfig
+from rlinit_lib.smooth_reinit.tasks import TASKS
 
 
 PAPER_SEEDS, PAPER_STEPS = 20, 200_000     # notebook 04's paper profile: seeds per arm, step budget per run
@@ -42,6 +43,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu", help="device of the batched path's networks")
     ap.add_argument("--step-budget", type=int, default=0, help="environment steps per run (0: episodes only)")
     ap.add_argument("--per-arm", action="store_true", help="(a) and (b) for each variant on its own")
+    ap.add_argument("--task", default="CartPole-v1", choices=list(TASKS), help="the task of every run")
     ap.add_argument("--out", default="outputs/bench")
     args = ap.parse_args(argv)
     if args.seeds < 1 or args.episodes < 1 or args.repeat < 1 or any(k < 1 for k in args.ks):
@@ -50,14 +52,14 @@ def main(argv=None) -> dict:
         raise SystemExit(f"wait-fraction must be > 0 and <= 1 (got {args.wait_fraction})")
     device = pick_device(args.device)
     notebook = SmoothReinitConfig(dqn_episodes=args.episodes, dqn_step_budget=args.step_budget)
-    configs = {v: notebook.dqn_config(v, 0) for v in args.variants}
+    configs = {v: notebook.dqn_config(v, 0, args.task) for v in args.variants}
     seeds = [derive_seed(0, s) for s in range(max([args.seeds, *args.ks]))]     # the notebook's run seeds
     groups = {v: [replace(cfg, seed=s) for s in seeds[:args.seeds]] for v, cfg in configs.items()} if args.per_arm \
         else {f"{len(configs)} variant(s)": [replace(cfg, seed=s) for cfg in configs.values() for s in seeds[:args.seeds]]}
     rows = []
 
     def record(name, results, seconds, same=None):
-        k, steps = len(results), sum(sum(r["returns"]) for r in results)
+        k, steps = len(results), sum(r["env_steps"] for r in results)
         rows.append({"path": name, "runs": k, "seconds": seconds, "s_per_run": seconds / k,
                      "env_steps_per_s": steps / seconds, "identical_to_a": same})
         print(f"{name:<50} runs={k:<4} {seconds / k:8.2f} s/run  {steps / seconds:9.0f} steps/s"
@@ -72,7 +74,7 @@ def main(argv=None) -> dict:
             t = time.perf_counter()
             batched = train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction)
             times_b.append(time.perf_counter() - t)
-        same = all(b["returns"] == f["returns"] for b, f in zip(batched, faithful))
+        same = all(b["returns"] == f["returns"] and b["lengths"] == f["lengths"] for b, f in zip(batched, faithful))
         name = f"{label} x {args.seeds} seeds"
         record(f"(a) faithful, one run at a time ({name})", faithful, float(np.median(times_a)))
         rows[-1]["seconds_each_repeat"], rows[-1]["arm"] = times_a, label

@@ -61,7 +61,8 @@ def test_hand_written_gradient_and_stacked_adam_match_autograd_and_torch_adam():
 def same_run(got: dict, want: dict) -> bool:
     """Returns, solve time, env steps, updates and every diagnostic value identical (NaN equal to NaN)."""
     diag = lambda r: [{k: ("nan" if v != v else v) for k, v in d.items()} for d in r["diagnostics"]]  # noqa: E731
-    return all(got[k] == want[k] for k in ("returns", "solved_at", "env_steps", "updates")) and diag(got) == diag(want)
+    return all(got[k] == want[k] for k in ("returns", "lengths", "solved_at", "env_steps", "updates")) \
+        and diag(got) == diag(want)
 
 
 BASE = dict(episodes=30, learning_starts=150, buffer_limit=400, diag_every=10)
@@ -225,5 +226,5 @@ def test_arms_that_do_not_apply_to_a_task_are_refused_in_one_line():
     with pytest.raises(ParameterError, match=r"^task must be one of 'CartPole-v1', 'Acrobot-v1', 'MinAtar-Breakout' "
                                              r"\(got 'Pong'\)$"):
         DQNConfig(task="Pong").validate()
-    with pytest.raises(ParameterError, match=r"^skip must be True or False \(got 1\)$"):
+    with pytest.raises(ParameterError, match=r"^skip must be one of True, False \(got 1\)$"):
         DQNConfig(skip=1).validate()

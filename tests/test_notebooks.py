@@ -190,7 +190,7 @@ def test_the_smoke_profile_fills_every_section(smoke_outputs):
     transfer = text["03_keras_validation"].split("## Transfer")[1]
     assert "Spearman rho between the proxy's and this network's per-scale accuracy:" in transfer
     assert "The proxy predicts s_proxy - 1.0 =" in transfer
-    assert "- eps0_last_noise vs eps0, area under the return curve: **" in text["04_smooth_reinit"] and "GPT validation loss" in text["04_smooth_reinit"]
+    assert "- eps0_last_noise vs eps0, area under the return curve on CartPole-v1: **" in text["04_smooth_reinit"] and "GPT validation loss" in text["04_smooth_reinit"]
     assert "Smooth re-initialisation against exploration and plasticity methods" in text["04_smooth_reinit"]
     assert "Smallest effect of interest (declared before the run): **25 return points" in text["04_smooth_reinit"]
     assert "Paired over 2 repeats" in text["05_search_strategies"]

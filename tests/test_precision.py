@@ -120,7 +120,7 @@ def test_bad_precision_is_refused_in_one_line():
 
 def test_the_chosen_precision_is_the_runs_identity(tmp_path):
     tiny = dict(min_scale=0.75, max_scale=1.5, n_scales=3, seeds=2, crn_seeds=0, epochs=1, horizons=[1],
-                proxy_horizon=1, compare_scales=[0.75, 1.5], dataset="synthetic", train_subset=64, test_subset=32,
+                proxy_horizon=1, compare_scales=[0.75, 1.5], dataset="synthetic", train_subset=64, test_subset=32, val_size=32,
                 bootstrap=100, device="cpu", wandb_mode="disabled", progress=False, executor="serial")
     out = tmp_path / "o"
     cfg = FidelityConfig.from_dict(tiny | {"output_dir": str(out), "precision": "auto"})

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -136,3 +137,66 @@ def test_bad_smooth_reinit_parameters(tmp_path):
         cfg(tmp_path, dqn_variants=["eps0", "eps0_dropout"])
     with pytest.raises(ParameterError, match=r"^sesoi must be a number > 0 \(got 0\.0\)$"):
         cfg(tmp_path, sesoi=0.0)
+    with pytest.raises(ParameterError, match=r"^tasks must be one of 'CartPole-v1', 'Acrobot-v1', 'MinAtar-Breakout' "
+                                             r"\(got 'Pong-v5'\)$"):
+        cfg(tmp_path, tasks=["CartPole-v1", "Pong-v5"])
+    with pytest.raises(ParameterError, match=r"^task_budgets must name tasks of .*\(got 'Pong'\)$"):
+        cfg(tmp_path, task_budgets={"Pong": 5})
+    with pytest.raises(ParameterError, match=r"^task_budgets\['Acrobot-v1'\] must be an integer >= 1"):
+        cfg(tmp_path, task_budgets={"Acrobot-v1": 0})
+    with pytest.raises(ParameterError, match=r"^rule 'win' is CartPole-v1's"):
+        cfg(tmp_path, tasks=["Acrobot-v1"], rule="win")
+
+
+def test_a_minatar_task_without_the_package_stops_before_work_in_one_line(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "minatar", None)     # import minatar now raises ImportError
+    with pytest.raises(ParameterError, match=r"^task 'MinAtar-Breakout' needs MinAtar, which is not installed here: "
+                                             r"pip install minatar$"):
+        cfg(tmp_path, tasks=["CartPole-v1", "MinAtar-Breakout"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_skip_arms_are_left_out_of_minatar_with_their_reason_and_the_store_is_versioned(tmp_path):
+    c = cfg(tmp_path, tasks=["CartPole-v1", "MinAtar-Breakout"], dqn_variants=["eps0", "eps0_skip",
+                                                                             "eps0_skip_middle_noise"], gpt_variants=[])
+    units = sr.dqn_units(c)
+    assert {(t, v) for t, v, _ in units} == {("CartPole-v1", "eps0"), ("CartPole-v1", "eps0_skip"),
+                                             ("CartPole-v1", "eps0_skip_middle_noise"), ("MinAtar-Breakout", "eps0")}
+    assert "convolution" in sr.skipped("eps0_skip", "MinAtar-Breakout") and sr.skipped("eps0", "MinAtar-Breakout") is None
+    assert primary_comparisons(c) == ["eps0_skip_middle_noise vs eps0_skip, area under the return curve on CartPole-v1"]
+    assert c.identity()["dqn_version"] == sr.DQN_VERSION == 2     # an older store of 04 is refused, not mixed
+
+
+def test_two_tasks_give_per_task_tables_and_rliable_aggregates_over_tasks(tmp_path):
+    """CartPole and Acrobot, two arms x 3 seeds: returns carry the task and the episode lengths; the
+    comparisons are made per task, in its units and with its margin; rliable's IQM, optimality gap and
+    probability of improvement come per task and over both (normalised scores, stratified over tasks)."""
+    c = cfg(tmp_path, tasks=["CartPole-v1", "Acrobot-v1"], dqn_seeds=3, dqn_episodes=3, diag_every=1,
+            task_budgets={"Acrobot-v1": 600}, gpt_variants=[])
+    result = run(sr, c)
+    r = result.dqn.returns
+    assert list(r.columns) == sr.DQN_COLUMNS and set(r["task"]) == {"CartPole-v1", "Acrobot-v1"}
+    cart, acro = r[r["task"] == "CartPole-v1"], r[r["task"] == "Acrobot-v1"]
+    assert (cart["length"] == cart["return"]).all() and len(cart) == 2 * 3 * 3       # CartPole: a point per step
+    assert (acro["return"] < 0).all() and (acro.groupby(["variant", "seed"])["length"].sum() >= 600).all()
+    assert (acro.groupby(["variant", "seed"]).size() == 2).all()     # 600 steps: two episodes of at most 500
+    rep = sr.report(c, result)
+    family = rep.tables()["comparisons"]
+    assert set(family.loc[family["role"] == "primary", "comparison"]) == {
+        "eps0_last_noise vs eps0, area under the return curve on CartPole-v1",
+        "eps0_last_noise vs eps0, area under the return curve on Acrobot-v1"}
+    assert set(family.loc[family["measure"] == "auc", "sesoi"]) == {25.0}             # both tasks' margins are 25
+    rl = rep.tables()["dqn_rliable"]
+    assert set(rl["task"]) == {"CartPole-v1", "Acrobot-v1", "all tasks"}
+    both = rl[(rl["task"] == "all tasks") & (rl["statistic"] == "iqm")].set_index("variant")
+    assert (both["runs"] == 6).all() and ((both["estimate"] >= both["ci_low"]) & (both["estimate"] <= both["ci_high"])).all()
+    m = analyse(c, result.dqn, result.gpt_losses).metrics
+    acro_m = m[m["task"] == "Acrobot-v1"]
+    assert np.allclose(acro_m["score"], (acro_m["final_100"] + 497.08) / (497.08 - 100.0))   # tasks.normalise
+    imp = rep.tables()["dqn_improvement"].set_index("task")
+    per_task = [imp.loc[t, "p_improvement"] for t in ("CartPole-v1", "Acrobot-v1")]
+    assert imp.loc["all tasks", "p_improvement"] == pytest.approx(np.mean(per_task))   # rliable: mean over tasks
+    assert {"dqn_auc_cartpole_v1", "dqn_auc_acrobot_v1", "dqn_solving_acrobot_v1"} <= set(rep.tables())
+    assert {"dqn_returns_cartpole_v1", "dqn_returns_acrobot_v1", "methods_diagnostics_acrobot_v1"} <= set(rep.figures())

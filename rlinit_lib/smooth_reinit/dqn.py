@@ -366,7 +366,8 @@ def diag_row(cfg, q, probe, episode, steps, recycled, pnoise) -> dict:
 
 
 def train_dqn(cfg: DQNConfig) -> dict:
-    """One seed. Returns per-episode returns, when the run was solved (None if never), and the diagnostics."""
+    """One seed. Returns per-episode returns and lengths (environment steps), when the run was solved (None if
+    never), and the diagnostics."""
     cfg.validate()
     task = TASKS[cfg.task]
     rng, replay = explore_rng(cfg.seed), replay_rng(cfg.seed)
@@ -374,10 +375,10 @@ def train_dqn(cfg: DQNConfig) -> dict:
     q, q_target, _ = networks(cfg)
     gens = run_generators(cfg)
     pnoise = gens["param_noise"]
-    probe = probe_states(cfg.task) if cfg.diag_every else None
+    probe = probe_states(task=cfg.task) if cfg.diag_every else None
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
     memory = ReplayBuffers(1, cfg.buffer_limit, task.obs_shape, replay_dtype(task))
-    returns, solved_at, diag, steps, updates, recycled = [], None, [], 0, 0, 0
+    returns, lengths, solved_at, diag, steps, updates, recycled = [], [], None, [], 0, 0, 0
     for n in range(cfg.episodes):
         if cfg.step_budget and steps >= cfg.step_budget:
             break
@@ -406,6 +407,7 @@ def train_dqn(cfg: DQNConfig) -> dict:
                     d = policy_distance(q(xs), qnet_forward(xs, perturbed, cfg.skip))
                 pnoise.adapt(d, param_noise_target(n, task.n_actions))
         returns.append(total)
+        lengths.append(t)
         if memory.size[0] > cfg.learning_starts:
             for _ in range(cfg.updates_per_episode):
                 b = torch.from_numpy(memory.batches(np.array([0]), replay.choice(memory.size[0], cfg.batch_size,
@@ -438,5 +440,5 @@ def train_dqn(cfg: DQNConfig) -> dict:
         diag.append(diag_row(cfg, q, probe, len(returns), steps, recycled, pnoise))
     if hasattr(env.env, "close"):      # Gymnasium's (MinAtar's Environment has nothing to close)
         env.env.close()
-    return {"returns": returns, "solved_at": solved_at, "config": cfg.to_dict(), "diagnostics": diag,
-            "env_steps": steps, "updates": updates}
+    return {"returns": returns, "lengths": lengths, "solved_at": solved_at, "config": cfg.to_dict(),
+            "diagnostics": diag, "env_steps": steps, "updates": updates}

@@ -358,6 +358,7 @@ class BatchedDQN:
         self.learning_starts = np.array([r.learning_starts for r in runs])
         self.adapt_every = np.array([r.param_noise_every for r in runs])
         self.returns: list[list[float]] = [[] for _ in runs]
+        self.lengths: list[list[int]] = [[] for _ in runs]
         self.solved_at: list[int | None] = [None] * self.K
         self.explore_action = np.zeros((self.K, DRAW_BLOCK), dtype=np.int64)  # per step of a block: action, or -1
         self.row = np.zeros((self.K, 2 * obs_dim + 3), dtype=np.float32)   # replay rows of a step (raw rewards)
@@ -369,7 +370,7 @@ class BatchedDQN:
         self.steps = np.zeros(self.K, dtype=np.int64)       # environment steps so far (step_budget)
         self.recycled = np.zeros(self.K, dtype=np.int64)    # ReDo's recycled units so far
         self.diag: list[list[dict]] = [[] for _ in runs]
-        self.probe = probe_states(c.task) if any(r.diag_every for r in runs) else None
+        self.probe = probe_states(task=c.task) if any(r.diag_every for r in runs) else None
 
     def record_diagnostics(self, k: int) -> None:
         """``train_dqn``'s diagnostics row for run k, from its row of the online table."""
@@ -493,6 +494,7 @@ class BatchedDQN:
         self.policy.forget(ks)           # their weights change here
         for k in ks:
             self.returns[k].append(float(self.total[k]))
+            self.lengths[k].append(int(self.t[k]))
         self.steps[ks] += self.t[ks]
         learners = ks[self.memory.size[ks] > self.learning_starts[ks]]
         if learners.size and self.c.updates_per_episode:
@@ -595,6 +597,6 @@ class BatchedDQN:
                 bar.update(ks.size)
                 n_wait, n_play = int(self.waiting.sum()), int(self.playing.sum())
         bar.close()
-        return [{"returns": self.returns[k], "solved_at": self.solved_at[k], "config": r.to_dict(),
+        return [{"returns": self.returns[k], "lengths": self.lengths[k], "solved_at": self.solved_at[k], "config": r.to_dict(),
                  "diagnostics": self.diag[k], "env_steps": int(self.steps[k]), "updates": int(self.adam.steps[k])}
                 for k, r in enumerate(self.runs)]

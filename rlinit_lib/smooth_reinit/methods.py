@@ -1,17 +1,18 @@
 """Notebook 04's statistics: per-run measures of DQN runs, rliable's aggregates, the planned comparisons
 and the diagnostics that say whether an arm acts like an exploration or a plasticity method.
 
-Measures per run (:func:`run_metrics`): the area under the return curve (mean return per episode over
-the run), the mean return of the last 100 episodes, its normalised score (divided by 500 and clipped to
-1), whether the run solved, and its time to solve, censored at the budget every run shares (the step
+Measures per run (:func:`run_metrics`, per task): the area under the return curve (mean return per episode
+over the run), the mean return of the last 100 episodes, its normalised score (``tasks.normalise``: random play
+0, the task's reference score 1; clipped at 1), whether the run solved, and its time to solve, censored at the budget every run shares (the step
 budget, or without one the episode budget), so every unsolved run ties at a value above every solved
 one and rank tests stay valid.
 
 CartPole's final returns are bimodal (about 10 for a run that collapsed to one action, about 500 for a
 run that balances), so they are summarised as ``rliable`` recommends (Agarwal et al. 2021): the
 interquartile mean and the optimality gap of the normalised score with stratified-bootstrap 95%
-intervals, the probability of improvement of each arm over its control, performance profiles (the
-distribution of run scores), and success rates with Wilson intervals and Fisher's exact test. No t-test
+intervals (per task, and over every task at once: runs x tasks score matrices, the bootstrap resampling
+seeds within each task), the probability of improvement of each arm over its control (over tasks: its
+mean over tasks, as rliable defines it), performance profiles (the distribution of run scores over tasks), and success rates with Wilson intervals and Fisher's exact test. No t-test
 of last-100 means is a verdict's basis. Verdicts (``core.verdicts``) rest on the area under the curve,
 an average over the whole run that is less bimodal than the final returns, paired by seed (every arm runs the same seeds);
 :func:`verdict_family` puts comparisons in several units (returns, diagnostics, losses) into one
@@ -31,6 +32,7 @@ from scipy.stats import fisher_exact
 from rlinit_lib.core.plots import band_plot
 from rlinit_lib.core.stats import wilson_interval
 from rlinit_lib.core.verdicts import COLUMNS, Contrast, compare_family
+from rlinit_lib.smooth_reinit.tasks import TASKS, normalise
 
 CATEGORY = {
     "minimalrl_schedule": "control", "eps0": "control", "eps0_skip": "control",
@@ -50,36 +52,54 @@ DIAGNOSTICS = {"action_entropy": "greedy-action entropy (bits)", "dormant_fracti
 # plasticity. The weight norm is shown, not compared (it has no direction that counts as better).
 DIAG_SESOI = {"action_entropy": (0.1, True), "dormant_fraction": (0.05, False), "srank": (5.0, True)}
 COLLAPSED = 1e-9        # action entropy at or below this: the same action in every state of the batch
-MAX_RETURN = 500.0      # CartPole-v1's best return per episode under the standard rule: the normalised score's 1
-EXTRA = ["arm", "control", "measure", "unit"]     # columns of verdict_family before core.verdicts.COLUMNS
+ALL_TASKS = "all tasks"  # the task label of rliable's aggregates over every task
+EXTRA = ["task", "arm", "control", "measure", "unit"]     # columns of verdict_family before core.verdicts.COLUMNS
 
 
-def run_metrics(returns: pd.DataFrame, step_budget: int, episodes: int | None = None) -> pd.DataFrame:
-    """Per (variant, seed): the area under the return curve (``auc``, mean return per episode), the last-100
-    mean and its normalised score, whether the run solved within the budget, environment steps and episodes
-    to solve (NaN if unsolved), and ``to_solve``: steps to solve censored at ``step_budget`` or, with no step
-    budget (0), episodes to solve censored at the episode budget ``episodes`` (default: the longest run)."""
+def run_metrics(returns: pd.DataFrame, step_budget: int, episodes: int | None = None,
+                task: str = "CartPole-v1") -> pd.DataFrame:
+    """Per (variant, seed) of one task: the area under the return curve (``auc``, mean return per episode), the
+    last-100 mean and its normalised score, whether the run solved within the budget, environment steps and
+    episodes to solve (NaN if unsolved), and ``to_solve``: steps to solve censored at ``step_budget`` or, with
+    no step budget (0), episodes to solve censored at the episode budget ``episodes`` (default: the longest
+    run). Environment steps come from the ``length`` column (steps per episode), or without one from the
+    returns (CartPole: one step, one point of return)."""
     longest = int(returns.groupby(["variant", "seed"]).size().max()) if len(returns) else 0
     censor = float(step_budget) if step_budget else float(episodes or longest)
     rows = []
     for (v, s), g in returns.groupby(["variant", "seed"]):
         g = g.sort_values("episode")
         r = g["return"].to_numpy(float)
-        steps = np.cumsum(r)     # one step, one point of return
+        steps = np.cumsum(g["length"].to_numpy(float) if "length" in g else r)
         solved = g["solved_at"].dropna()
         at = int(solved.iloc[0]) if len(solved) else None
         ok = at is not None and (not step_budget or steps[at] <= step_budget)
         steps_to, episodes_to = (float(steps[at]), float(at + 1)) if ok else (np.nan, np.nan)
         final = float(r[-100:].mean())
-        rows.append({"variant": v, "seed": s, "auc": float(r.mean()), "final_100": final,
-                     "score": min(final / MAX_RETURN, 1.0), "solved": bool(ok), "steps_to_solve": steps_to,
+        rows.append({"task": task, "variant": v, "seed": s, "auc": float(r.mean()), "final_100": final,
+                     "score": min(float(normalise(final, TASKS[task])), 1.0), "solved": bool(ok), "steps_to_solve": steps_to,
                      "episodes_to_solve": episodes_to, "to_solve": (steps_to if step_budget else episodes_to) if ok
                      else censor, "censor_at": censor, "episodes": len(r), "env_steps": float(steps[-1])})
     return pd.DataFrame(rows)
 
 
 def _scores(metrics: pd.DataFrame, arm: str, column: str = "score") -> np.ndarray:
-    return metrics.loc[metrics["variant"] == arm, column].to_numpy(float)[:, None]   # runs x 1 task
+    """The arm's ``column`` as rliable's runs x tasks matrix (seeds that ran every task of ``metrics``)."""
+    g = metrics[metrics["variant"] == arm]
+    if "task" not in g or metrics["task"].nunique() <= 1:
+        return g[column].to_numpy(float)[:, None]
+    wide = g.pivot_table(index="seed", columns="task", values=column).reindex(columns=sorted(set(metrics["task"])))
+    return wide.dropna().to_numpy(float)
+
+
+def tasks_of(metrics: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(metrics["task"])) if "task" in metrics else ["CartPole-v1"]
+
+
+def on_every_task(metrics: pd.DataFrame, arms: list[str]) -> list[str]:
+    """The arms that ran on every task of ``metrics`` (only these have an aggregate over tasks)."""
+    n = len(tasks_of(metrics))
+    return [a for a in arms if "task" not in metrics or metrics.loc[metrics["variant"] == a, "task"].nunique() == n]
 
 
 def _with_seed(seed: int, work):
@@ -94,10 +114,36 @@ def _with_seed(seed: int, work):
 
 
 def rliable_table(metrics: pd.DataFrame, arms: list[str], reps: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per arm (with at least 2 runs): the interquartile mean and the optimality gap (1 - mean of the score
-    clipped at 1) of the normalised score, and the IQM of the time to solve (censored at the budget, so an
-    upper bound where runs did not solve), each with rliable's stratified-bootstrap 95% interval (one
-    bootstrap per arm; each statistic reads one column, so its interval is that of its own measure)."""
+    """Per task and arm (with at least 2 runs): the interquartile mean and the optimality gap (1 - mean of the
+    score clipped at 1) of the normalised score, and the IQM of the time to solve (censored at the budget, so
+    an upper bound where runs did not solve), each with rliable's stratified-bootstrap 95% interval (one
+    bootstrap per arm; each statistic reads one column, so its interval is that of its own measure). With
+    more than one task, rows ``task = "all tasks"``: the IQM and optimality gap of the normalised scores of
+    every task at once (runs x tasks; the bootstrap resamples seeds within each task), for the arms that ran
+    on every task."""
+    from rliable import library as rly
+    from rliable import metrics as rlm
+
+    columns = ["task", "variant", "measure", "statistic", "estimate", "ci_low", "ci_high", "runs"]
+    tasks = tasks_of(metrics)
+    out = [_rliable_one(metrics[metrics["task"] == t] if "task" in metrics else metrics, arms, reps, seed, t)
+           for t in tasks]
+    if len(tasks) > 1:
+        every = [a for a in on_every_task(metrics, arms) if len(_scores(metrics, a)) >= 2]
+        if every:
+            scores = {a: _scores(metrics, a) for a in every}
+            agg = lambda x: np.array([rlm.aggregate_iqm(x), rlm.aggregate_optimality_gap(x)])  # noqa: E731
+            point, interval = _with_seed(seed, lambda: rly.get_interval_estimates(scores, agg, reps=reps))
+            out.append(pd.DataFrame([{"task": ALL_TASKS, "variant": a, "measure": "score", "statistic": st,
+                                      "estimate": float(point[a][i]), "ci_low": float(interval[a][0, i]),
+                                      "ci_high": float(interval[a][1, i]), "runs": scores[a].size}
+                                     for a in every for i, st in enumerate(("iqm", "optimality_gap"))]))
+    out = [d for d in out if len(d)]
+    return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
+
+
+def _rliable_one(metrics: pd.DataFrame, arms: list[str], reps: int, seed: int, task: str) -> pd.DataFrame:
+    """``rliable_table``'s rows of one task."""
     from rliable import library as rly
     from rliable import metrics as rlm
 
@@ -108,36 +154,57 @@ def rliable_table(metrics: pd.DataFrame, arms: list[str], reps: int = 2000, seed
                          rlm.aggregate_iqm(x[:, 1:])])
 
     arms = [a for a in arms if (metrics["variant"] == a).sum() >= 2]
+    if not arms:
+        return pd.DataFrame()
     scores = {a: metrics.loc[metrics["variant"] == a, ["score", "to_solve"]].to_numpy(float) for a in arms}
     point, interval = _with_seed(seed, lambda: rly.get_interval_estimates(scores, agg, reps=reps))
-    rows = [{"variant": a, "measure": m, "statistic": st, "estimate": float(point[a][i]),
+    rows = [{"task": task, "variant": a, "measure": m, "statistic": st, "estimate": float(point[a][i]),
              "ci_low": float(interval[a][0, i]), "ci_high": float(interval[a][1, i]), "runs": len(scores[a])}
             for a in arms for i, (m, st) in enumerate(stats)]
-    return pd.DataFrame(rows, columns=["variant", "measure", "statistic", "estimate", "ci_low", "ci_high", "runs"])
+    return pd.DataFrame(rows)
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
-    """rliable's ``metrics.probability_of_improvement`` for one task (runs x 1 arrays), vectorised: the
-    Mann-Whitney U of x over y divided by the pairs, P(x > y) + P(x = y) / 2 (equal samples: 0.5)."""
-    x, y = np.ravel(x)[:, None], np.ravel(y)[None, :]
-    return float((x > y).mean() + 0.5 * (x == y).mean())
+    """rliable's ``metrics.probability_of_improvement``, vectorised: per task (a column of the runs x tasks
+    arrays) the Mann-Whitney U of x over y divided by the pairs, P(x > y) + P(x = y) / 2 (equal samples: 0.5),
+    then the mean over tasks."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    x, y = (x[:, None] if x.ndim == 1 else x), (y[:, None] if y.ndim == 1 else y)
+    return float(np.mean([(x[:, None, j] > y[None, :, j]).mean() + 0.5 * (x[:, None, j] == y[None, :, j]).mean()
+                          for j in range(x.shape[1])]))
 
 
 def improvement_table(metrics: pd.DataFrame, pairs: list[tuple[str, str]], reps: int = 2000,
                       seed: int = 0) -> pd.DataFrame:
     """rliable's probability of improvement P(score of the arm > score of its control) (ties count a half),
-    with its stratified-bootstrap 95% interval, for each (arm, control) pair with at least 2 runs each."""
+    with its stratified-bootstrap 95% interval, for each (arm, control) pair with at least 2 runs each: per
+    task, and with more than one task over every task (``task = "all tasks"``: the mean over tasks of the
+    per-task probabilities, seeds resampled within each task; pairs that ran on every task)."""
+    columns = ["task", "variant", "control", "p_improvement", "ci_low", "ci_high", "runs", "control_runs"]
+    tasks = tasks_of(metrics)
+    parts = [_improvement_one(metrics[metrics["task"] == t] if "task" in metrics else metrics, pairs, reps, seed, t)
+             for t in tasks]
+    if len(tasks) > 1:
+        every = set(on_every_task(metrics, [a for pair in pairs for a in pair]))
+        parts.append(_improvement_one(metrics, [p for p in pairs if set(p) <= every], reps, seed, ALL_TASKS))
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def _improvement_one(metrics: pd.DataFrame, pairs: list[tuple[str, str]], reps: int, seed: int,
+                     task: str) -> pd.DataFrame:
     from rliable import library as rly
 
     scores = {f"{a},{c}": [_scores(metrics, a), _scores(metrics, c)] for a, c in pairs
               if len(_scores(metrics, a)) >= 2 and len(_scores(metrics, c)) >= 2}
     if not scores:
-        return pd.DataFrame(columns=["variant", "control", "p_improvement", "ci_low", "ci_high", "runs", "control_runs"])
+        return pd.DataFrame()
     point, interval = _with_seed(seed, lambda: rly.get_interval_estimates(scores, probability_of_improvement,
                                                                           reps=reps))
-    return pd.DataFrame([{"variant": k.split(",")[0], "control": k.split(",")[1], "p_improvement": float(point[k]),
-                          "ci_low": float(np.ravel(interval[k])[0]), "ci_high": float(np.ravel(interval[k])[1]),
-                          "runs": len(x), "control_runs": len(y)} for k, (x, y) in scores.items()])
+    return pd.DataFrame([{"task": task, "variant": k.split(",")[0], "control": k.split(",")[1],
+                          "p_improvement": float(point[k]), "ci_low": float(np.ravel(interval[k])[0]),
+                          "ci_high": float(np.ravel(interval[k])[1]), "runs": x.size, "control_runs": y.size}
+                         for k, (x, y) in scores.items()])
 
 
 def plot_profiles(metrics: pd.DataFrame, panels: dict[str, list[str]], reps: int = 2000, seed: int = 0):
@@ -145,7 +212,7 @@ def plot_profiles(metrics: pd.DataFrame, panels: dict[str, list[str]], reps: int
     whose normalised score exceeds tau, with a stratified-bootstrap 95% band; one panel per group of arms."""
     from rliable import library as rly
 
-    panels = {t: [a for a in arms if (metrics["variant"] == a).sum() >= 1] for t, arms in panels.items()}
+    panels = {t: [a for a in on_every_task(metrics, arms) if len(_scores(metrics, a))] for t, arms in panels.items()}
     panels = {t: arms for t, arms in panels.items() if arms}
     taus = np.linspace(0.0, 1.0, 41)
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(6.5 * max(1, len(panels)), 4.5), squeeze=False)
@@ -154,9 +221,9 @@ def plot_profiles(metrics: pd.DataFrame, panels: dict[str, list[str]], reps: int
         profile, band = _with_seed(seed, lambda: rly.create_performance_profile(
             scores, taus, custom_profile_func=score_distribution, reps=reps))
         for i, a in enumerate(arms):
-            ax.plot(taus, profile[a], color=f"C{i % 10}", label=f"{a} ({len(scores[a])} runs)")
+            ax.plot(taus, profile[a], color=f"C{i % 10}", label=f"{a} ({scores[a].size} runs)")
             ax.fill_between(taus, band[a][0], band[a][1], color=f"C{i % 10}", alpha=0.15)
-        ax.set(title=title, xlabel="normalised score tau (last-100 mean return / 500)",
+        ax.set(title=title, xlabel="normalised score tau (last-100 mean return: random 0, reference 1)",
                ylabel="fraction of runs with score > tau", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8)
     fig.suptitle("Performance profiles: distribution of run scores (95% stratified-bootstrap bands, rliable)",
@@ -204,11 +271,12 @@ def exploratory_size(family: pd.DataFrame, extra_exploratory: int = 0) -> int:
 def run_diagnostics(diag: pd.DataFrame) -> pd.DataFrame:
     """Per run: the mean of each diagnostic over its checkpoints after the first (training under way), and
     whether it ended collapsed (the same greedy action in every probe state)."""
+    key = (["task"] if "task" in diag else []) + ["variant", "seed"]
     later = diag[diag["episode"] > 0]
-    means = later.groupby(["variant", "seed"], as_index=False)[list(DIAGNOSTICS)].mean()
-    last = diag.sort_values("episode").groupby(["variant", "seed"], as_index=False).last()
-    return means.merge(last[["variant", "seed", "action_entropy"]].rename(columns={"action_entropy": "final_entropy"}),
-                       on=["variant", "seed"]).assign(collapsed=lambda d: d["final_entropy"] <= COLLAPSED)
+    means = later.groupby(key, as_index=False)[list(DIAGNOSTICS)].mean()
+    last = diag.sort_values("episode").groupby(key, as_index=False).last()
+    return means.merge(last[key + ["action_entropy"]].rename(columns={"action_entropy": "final_entropy"}),
+                       on=key).assign(collapsed=lambda d: d["final_entropy"] <= COLLAPSED)
 
 
 def collapse_tests(per_run: pd.DataFrame, pairs: list[tuple[str, str]], family_size: int) -> pd.DataFrame:

@@ -15,7 +15,8 @@ its order: one ``rand()`` per step for the sticky action (also on a finished gam
 ``randint(2)`` per reset for the ball's start (left corner moving right-down, or right corner
 moving left-down). So member ``m`` reset with seed ``s`` plays exactly the game of
 ``env = minatar.Environment("breakout"); env.seed(s); env.reset()`` for the same actions, step for
-step (``tests/test_tasks.py`` checks long random rollouts). As in the package, the last action
+step (``tests/test_tasks.py`` checks long random rollouts; seeds are taken modulo 2**32, as ``RandomState``
+needs, here and in ``tasks.ReferenceEnv``). As in the package, the last action
 (for sticky actions) is kept across resets, and seeding does not change it. Breakout has no
 difficulty ramp, so ``difficulty_ramping`` changes nothing there.
 """

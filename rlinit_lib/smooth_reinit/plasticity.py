@@ -169,7 +169,7 @@ def diagnostics(p: dict, x: torch.Tensor, skip: bool, tau: float) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def probe_states(task: str = "CartPole-v1", n: int = 512, seed: int = 12_345) -> torch.Tensor:
+def probe_states(n: int = 512, seed: int = 12_345, task: str = "CartPole-v1") -> torch.Tensor:
     """A fixed batch of the task's states from uniformly random play on its reference environment (the same
     for every run and arm of the task)."""
     from rlinit_lib.smooth_reinit.tasks import get_task

@@ -42,7 +42,8 @@ class Task:
     qnet_layers: tuple              # ("linear", in, out) / ("conv", in_channels, filters, kernel)
 
     def vec(self, k: int):
-        """The vectorised environment for ``k`` runs: ``reset(members, seeds)``, ``step(action, active)``."""
+        """The vectorised environment for ``k`` runs: ``reset(members, seeds) -> obs`` and ``step(action, active)
+        -> (obs, reward, terminated)``, the one API of every task (CartPole's reward: 1.0 per active step)."""
         if self.name == "CartPole-v1":
             from rlinit_lib.smooth_reinit.cartpole_vec import CartPoleVec
             return CartPoleVec(check_int("k", k, low=1))
