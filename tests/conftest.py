@@ -13,15 +13,6 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 from rlinit_lib.core.data import DEBIAN_FASHION_MNIST, load_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE_GROUP = {"test_notebooks.py", "test_browser.py"}   # the files that share the session's smoke run
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's ``--dist loadgroup`` every test file runs on one worker, in its order, and the files
-    that read the smoke run share a worker, so that run is made once."""
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("smoke" if name in SMOKE_GROUP else name))
 
 
 @pytest.fixture(scope="session")
