@@ -308,11 +308,10 @@ class RunFields(Config):
     trial_gpus: float = param(0.0, Float(low=0.0), identity=False)       # fractions let trials share a GPU
     trial_retries: int = param(2, Int(low=0), identity=False)            # Ray: reruns of a trial whose worker died
 
-    def environment(self) -> dict:
-        """What the run store records about the machine (configs that train on a device add it)."""
-        from rlinit_lib.core.runtime import environment_info   # core.runtime imports this module
-
-        return environment_info("cpu")
+    def environment(self) -> dict | None:
+        """What the run store records about the machine; None: ``core.study.run`` records the CPU's (configs that
+        train on a device override it)."""
+        return None
     wandb_mode: str = param("offline", Choice(WANDB_MODES), identity=False)
     wandb_project: str = param("rlinit", Str(), identity=False)
     output_dir: str = param("outputs/run", Str(), identity=False)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Sequence
 
-from rlinit_lib.core.runtime import seed_everything
+from rlinit_lib.core.runtime import environment_info, seed_everything
 from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.tracking import Tracker
 from rlinit_lib.core.trials import Trial, run_trials
@@ -46,7 +46,7 @@ def run(study: ModuleType, cfg, **hooks):
     if not hooks:          # a hook replaces the training, and with it the data
         cfg.check_data()
     cfg.check_upstream()
-    store = RunStore.for_config(cfg, cfg.environment())
+    store = RunStore.for_config(cfg, cfg.environment() or environment_info("cpu"))
     try:
         seed_everything(cfg.seed)
         keys: list[str] = []
