@@ -12,6 +12,7 @@ import torch
 from scipy.stats import spearmanr
 
 from rlinit_lib.core.params import ParameterError
+from rlinit_lib.core.store import RunStore
 from rlinit_lib.core.study import run
 from rlinit_lib.core.trials import TrialsFailed
 from rlinit_lib.formula_search import experiment as fs
@@ -54,6 +55,14 @@ TOY = dict(searchers=["reinforce", "evolution", "random"], repeats=2, budget=12,
            tournament=2, baselines=["he", "lecun"], validation_seeds=3, transfer_testbeds=["mlp20_relu_sgd"])
 
 
+def finished(cfg) -> set[str]:
+    store = RunStore.for_config(cfg)
+    try:
+        return store.finished()
+    finally:
+        store.close()
+
+
 def exported(out) -> dict:
     return {n: pd.read_csv(out / f"{n}.csv").drop(columns=["seconds"], errors="ignore")
             for n in fs.FormulaSearchResult.EXPORTS}
@@ -61,7 +70,8 @@ def exported(out) -> dict:
 
 def test_tiny_study_trains_end_to_end_and_its_tables_read_back_as_numbers(tmp_path):
     torch.set_num_threads(1)
-    cfg = config(NB, tmp_path / "o", transfer_testbeds=["mlp20_relu_sgd"], baselines=["he", "lecun", "lsuv"],
+    cfg = config(NB, tmp_path / "o", transfer_testbeds=["mlp20_relu_sgd"],
+                 baselines=["he", "lecun", "lsuv", "gradinit", "metainit"], gradinit_iters=2, metainit_steps=5,
                  fidelity_seeds=2)
     result = run(fs, cfg)
     tables = exported(tmp_path / "o")
@@ -73,9 +83,13 @@ def test_tiny_study_trains_end_to_end_and_its_tables_read_back_as_numbers(tmp_pa
     assert (c.loc[c["trained"], "budget_used"].groupby([c["searcher"], c["repeat"]]).max() == cfg.budget).all()
     v = tables["validation"]
     assert pd.api.types.is_numeric_dtype(v["test_accuracy"]) and {"best", "he"} <= set(v["arm"])
-    assert (v.groupby("arm").size() == cfg.validation_seeds).all() and "lsuv" in set(v["arm"])
-    lsuv, he = (v[v["arm"] == a].set_index("seed_index") for a in ("lsuv", "he"))
-    assert (lsuv["seed"] == he["seed"]).all() and (lsuv["test_accuracy"] != he["test_accuracy"]).any()
+    assert (v.groupby("arm").size() == cfg.validation_seeds).all()
+    he = v[v["arm"] == "he"].set_index("seed_index")
+    for arm in ("lsuv", "gradinit", "metainit"):       # data-driven arms: the same seeds as He, other networks
+        mine = v[v["arm"] == arm].set_index("seed_index")
+        assert (mine["seed"] == he["seed"]).all() and (mine["test_accuracy"] != he["test_accuracy"]).any(), arm
+    assert set(tables["arms"].query("source == 'baseline'")["canonical"]) >= {f"{a}:{parse(fs.KNOWN['he']).canonical}"
+                                                                           for a in ("lsuv", "gradinit", "metainit")}
     assert set(v["seed"]).isdisjoint(set(c["seed"].dropna()))          # fresh seeds, disjoint from the search's
     fid, per = tables["fidelity"], tables["fidelity_formulas"]
     assert list(fid["reward"]) == list(fs.REWARDS)                     # one row per reward
@@ -191,7 +205,12 @@ def test_a_real_training_that_diverges_comes_back_scored_at_chance():
     ({"reward": "test_accuracy"}, "reward"),             # choices are never made on test accuracy
     ({"searchers": ["reinforce", "bayes"]}, "searchers"),
     ({"baselines": ["lecun"]}, "baselines"),             # the primary's reference must be there
-    ({"baselines": ["he", "gradinit"]}, "baselines"),    # not a formula of grammar.KNOWN nor a data-driven arm
+    ({"baselines": ["he", "kaiming"]}, "baselines"),     # not a formula of grammar.KNOWN nor a data-driven arm
+    ({"reward_searches": ["val_accuracy"]}, "reward_searches"),   # the main searches' own reward
+    ({"reward_searches": ["test_accuracy"]}, "reward_searches"),
+    ({"searchers": ["random"], "reward_searcher": "evolution"}, "reward_searcher"),   # its reference is missing
+    ({"metainit_steps": 0}, "metainit_steps"),
+    ({"gradinit_iters": 0}, "gradinit_iters"),
     ({"fidelity_candidates": -1}, "fidelity_candidates"),
     ({"fidelity_seeds": 0}, "fidelity_seeds"),
     ({"device": "tpu"}, "device"),
@@ -202,3 +221,64 @@ def test_bad_input_stops_in_one_line_naming_the_parameter(tmp_path, changes, nam
     msg = str(err.value)
     assert msg.startswith(name) and "\n" not in msg, msg
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_reward_comparison_searches_each_reward_on_the_same_budget_and_reports_its_picks(tmp_path):
+    """``reward_searches``: evolution on each other reward, paired by repeat with the main searches (same searcher
+    and child seeds), the same budget, already-trained candidates reused; each search hands on its best by its own
+    reward, re-trained on the validation seeds. In the toy, activation stability peaks at He like validation
+    accuracy, while the loss slope is its negative: the loss-slope searches hand on their worst formulas."""
+    cfg = config(NB, tmp_path / "o", **TOY, reward_searcher="evolution",
+                 reward_searches=["activation_stability", "loss_slope"])
+    result = run(fs, cfg, evaluator=toy)
+    c, rc, comp = result.candidates, result.reward_candidates, result.reward_comparison
+    assert list(rc["objective"].unique()) == cfg.reward_searches and set(rc["searcher"]) == {"evolution"}
+    used = rc[rc["trained"]].groupby(["objective", "repeat"])["budget_used"].max()
+    assert (used == cfg.budget).all() and len(used) == 2 * cfg.repeats          # the same budget for every reward
+    ref = c[c["searcher"] == "evolution"]
+    for objective, g in rc.groupby("objective"):
+        for (r, a), (_, b) in zip(g.groupby("repeat"), ref.groupby("repeat")):
+            assert a["formula"].iloc[0] == b["formula"].iloc[0]                 # the same first proposal: paired
+            assert a["seed"].iloc[0] == b["seed"].iloc[0]
+        t = g[g["trained"]]
+        assert (t["reward"] == [fs.scored_reward(row, objective) for row in t.to_dict("records")]).all()
+    # a candidate with the main searches' formula and seed was not trained again (no trial of its own)
+    keys = finished(cfg)
+    fresh = {k for k in keys if k.startswith("search@")}
+    trained_here = rc[rc["trained"]]
+    main = set(zip(c.loc[c["trained"], "canonical"], c.loc[c["trained"], "seed"]))
+    reused = [(cn, sd) in main for cn, sd in zip(trained_here["canonical"], trained_here["seed"])]
+    assert 0 < sum(reused) and len(fresh) <= len(trained_here) - sum(reused)
+    # the picks: one per (objective, repeat), each its search's best by its own reward
+    assert list(comp["objective"].unique()) == ["val_accuracy", *cfg.reward_searches]
+    assert (comp.groupby("objective").size() == cfg.repeats).all() and (comp["seeds"] == cfg.validation_seeds).all()
+    both = pd.concat([ref.assign(objective="val_accuracy"), rc])
+    for p in comp.itertuples():
+        g = both[(both["objective"] == p.objective) & (both["repeat"] == p.repeat) & both["trained"]
+                 & ~both["diverged"].astype(bool)]
+        assert p.search_reward == g["reward"].max() and p.canonical in set(g.loc[g["reward"] == g["reward"].max(),
+                                                                                  "canonical"])
+    mean = comp.groupby("objective")["test_accuracy"].mean()
+    assert mean["loss_slope"] < mean["val_accuracy"]
+    summary = fs.reward_comparison_summary(comp).set_index("objective")
+    assert summary.loc["val_accuracy", "same_pick_as_reference"] == cfg.repeats
+    same = comp.pivot(index="repeat", columns="objective", values="canonical")
+    assert summary.loc["loss_slope", "same_pick_as_reference"] == (same["loss_slope"] == same["val_accuracy"]).sum()
+    np.testing.assert_allclose(summary["test_accuracy"], mean[summary.index], rtol=4 * EPS)
+    rows = fs.verdicts(cfg, result)
+    mine = rows[rows["comparison"].str.startswith("search on ")]
+    assert len(mine) == 2 and (mine["role"] == "exploratory").all()
+    assert "## Which reward finds better formulas" in fs.report(cfg, result).text()
+
+
+def test_random_search_on_another_reward_trains_nothing_new(tmp_path):
+    """Random search's proposals do not depend on its rewards, so on another reward, with the same seeds, it
+    proposes the main search's formulas in the main search's order: every candidate is reused, no search trial
+    runs, and only the picks' re-training can add work."""
+    cfg = config(NB, tmp_path / "o", **{**TOY, "searchers": ["random"]}, reward_searcher="random",
+                 reward_searches=["grad_norm_variance"])
+    result = run(fs, cfg, evaluator=toy)
+    rc, c = result.reward_candidates, result.candidates
+    assert not {k for k in finished(cfg) if k.startswith("search@")}
+    cols = ["repeat", "step", "canonical", "seed", "val_accuracy", "grad_norm_variance"]
+    pd.testing.assert_frame_equal(rc[cols].reset_index(drop=True), c[cols].reset_index(drop=True))

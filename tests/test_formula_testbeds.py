@@ -164,7 +164,7 @@ def test_loss_slope_and_diverged_signals():
 
 def test_the_init_hook_runs_lsuv_on_a_training_batch_and_leaves_unit_output_stds(tiny):
     """``train_candidate``'s ``init_fn`` (07's LSUV arm, ``experiment.data_driven_init``): called once, after the
-    sigmas, with one normalised batch of training images; after LSUV every weight layer's output std on that batch
+    sigmas, with the training batches; LSUV reads the first, one normalised batch of training images; after LSUV every weight layer's output std on that batch
     is 1 within LSUV's tolerance (on the std: sqrt(1 + t) - 1 for the variance tolerance t), measured in float32 as
     LSUV measures it; the network still trains, and differs from the same seed without the hook."""
     from rlinit_lib.formula_search.experiment import LSUV_TOLERANCE, data_driven_init
@@ -172,8 +172,9 @@ def test_the_init_hook_runs_lsuv_on_a_training_batch_and_leaves_unit_output_stds
     tb = Bed("mlp", 10, 64, "relu", "sgd", 0.01)
     seen = []
 
-    def hook(model, x):
-        data_driven_init("lsuv", 3)(model, x)
+    def hook(model, batches):
+        data_driven_init("lsuv", 3)(model, batches)
+        x = batches(0)[0]
         out = []
         hs = [m.register_forward_hook(lambda _m, _i, o: out.append(float(o.std()))) for m in weight_layers(model)]
         with torch.no_grad():
@@ -192,3 +193,37 @@ def test_the_init_hook_runs_lsuv_on_a_training_batch_and_leaves_unit_output_stds
     np.testing.assert_array_less(np.abs(np.array(stds) - 1.0), math.sqrt(1.0 + LSUV_TOLERANCE) - 1.0)
     assert not r["diverged"] and r["train_loss"] < r["initial_loss"]
     assert r["initial_loss"] != plain["initial_loss"]
+
+
+@pytest.mark.parametrize("name", ["gradinit", "metainit"])
+def test_gradinit_and_metainit_arms_rescale_each_layer_of_the_he_draw_and_the_network_still_trains(tiny, name):
+    """07's GradInit and MetaInit arms through the same hook: every weight layer of the He draw is multiplied by one
+    positive scale per layer (GradInit's alpha; MetaInit's norm change), not re-drawn; at least one scale moved away
+    from 1, so the method acted; the same seed and options give the same weights; the network then trains."""
+    from rlinit_lib.formula_search.experiment import data_driven_init
+
+    tb = Bed("mlp", 10, 64, "relu", "sgd", 0.01)
+    sig = he(build(tb, (3, 32, 32), 10))
+    opts = {"gradinit_iters": 4, "metainit_steps": 20}
+    seen = []
+
+    def hook(model, batches):
+        before = [m.weight.detach().clone() for m in weight_layers(model)]
+        assert batches.per_epoch == math.ceil(len(tiny.y_train) / tb.batch_size)
+        assert batches(0)[0].shape == (tb.batch_size, 3, 32, 32) and batches(0)[1].shape == (tb.batch_size,)
+        data_driven_init(name, 3, opts)(model, batches)
+        seen.append([(b, m.weight.detach().clone()) for b, m in zip(before, weight_layers(model))])
+
+    r = train_candidate(tb, sig, tiny, seed=3, epochs=2, init_fn=hook)
+    train_candidate(tb, sig, tiny, seed=3, epochs=2, init_fn=hook)
+    scales = []
+    for b, a in seen[0]:
+        k = float((a * b).sum() / (b * b).sum())            # least-squares scale of after on before
+        # one float32 rounding per multiplication (GradInit: 1; MetaInit: one per step, 20 here) and the scale's
+        # estimate: well inside 100 units of float32's epsilon, relative to each weight
+        torch.testing.assert_close(a, k * b, rtol=100 * torch.finfo(torch.float32).eps, atol=0.0)
+        scales.append(k)
+    assert all(k > 0 for k in scales) and max(abs(k - 1) for k in scales) > 1e-3, scales
+    for (_, a1), (_, a2) in zip(seen[0], seen[1]):
+        torch.testing.assert_close(a1, a2, rtol=0, atol=0)
+    assert not r["diverged"] and r["train_loss"] < r["initial_loss"]

@@ -160,16 +160,16 @@ def test_a_failing_notebook_does_not_stop_the_others(tmp_path, monkeypatch, caps
     broken["cells"].insert(at + 1, {"cell_type": "code", "execution_count": None, "id": "boom", "metadata": {},
                                     "outputs": [], "source": "raise RuntimeError('boom\\nsecond line')"})
     (tmp_path / "broken.ipynb").write_text(json.dumps(broken))
-    text = str(ROOT / "tests" / "data" / "tiny_text.txt")
-    root = fake_repo(tmp_path, {"01_search": smoke("01_search"), "04_smooth_reinit": smoke("04_smooth_reinit")
-                                | {"text_path": text}}, {"01_search": tmp_path / "broken.ipynb"})
+    # the notebook after it: 07, the smoke profile's fastest that reads nothing from 01
+    root = fake_repo(tmp_path, {"01_search": smoke("01_search"), "07_formula_search": smoke("07_formula_search")},
+                     {"01_search": tmp_path / "broken.ipynb"})
     monkeypatch.chdir(root)
     assert main(["--profile", "t", "--outputs-root", str(tmp_path / "out")]) == 1
     lines = capsys.readouterr().out.splitlines()
     summary = lines[lines.index(next(l for l in lines if l.startswith("notebook "))) + 1:]
     assert summary[0].split()[:2] == ["01_search", "failed"] and summary[0].endswith("RuntimeError: boom")
-    assert summary[1].split()[:2] == ["04_smooth_reinit", "ok"]
-    assert (tmp_path / "out" / "04_smooth_reinit" / "dqn_returns.csv").exists()
+    assert summary[1].split()[:2] == ["07_formula_search", "ok"]
+    assert (tmp_path / "out" / "07_formula_search" / "candidates.csv").exists()
 
 
 def markdown_outputs(notebook: Path) -> str:

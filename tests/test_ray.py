@@ -96,14 +96,16 @@ def test_a_killed_worker_process_is_retried_and_every_trial_is_stored_once(tmp_p
 
 
 def test_a_killed_driver_resumes_to_the_uninterrupted_table(tmp_path):
+    """On the toy study (tests/toy_study.py: seconds of work, so the time goes to starting Ray; the grid test above
+    runs a real study on Ray)."""
     from test_crash_safety import paused_run
 
-    proc = paused_run(tmp_path, ["02_proxy_fidelity", str(tmp_path / "cut"), "ray"], start_new_session=True)
+    proc = paused_run(tmp_path, ["toy_study", str(tmp_path / "cut"), "ray"], start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)                    # the driver and the Ray it started
     proc.wait()
-    run("02_proxy_fidelity", config("02_proxy_fidelity", tmp_path / "cut", executor="ray", workers=2))
-    run("02_proxy_fidelity", config("02_proxy_fidelity", tmp_path / "full"))
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cut" / "runs.csv"), pd.read_csv(tmp_path / "full" / "runs.csv"))
+    run("toy_study", config("toy_study", tmp_path / "cut", executor="ray", workers=2))
+    run("toy_study", config("toy_study", tmp_path / "full"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cut" / "points.csv"), pd.read_csv(tmp_path / "full" / "points.csv"))
 
 
 def test_executor_ray_without_ray_installed_fails_before_any_work(tmp_path, monkeypatch):

@@ -26,7 +26,8 @@ TINY = {
     "07_formula_search": dict(testbed="mlp10_relu_sgd", searchers=["reinforce", "random"], repeats=2, budget=2,
                               proxy_epochs=1, max_length=5, population=2, tournament=1, baselines=["he"],
                               validation_seeds=2, long_epochs=1, transfer_testbeds=[], dataset="synthetic",
-                              train_subset=128, test_subset=64, val_size=64, device="cpu"),
+                              train_subset=128, test_subset=64, val_size=64, device="cpu",
+                              reward_searches=["activation_stability"], reward_searcher="reinforce"),
 }
 
 

@@ -34,11 +34,11 @@ reward-fidelity re-training ``derive_seed(seed, FIDELITY_SALT, j)``, disjoint fr
 **Validation.** The best formula overall (``best``: the highest search reward of any trained, non-diverged
 candidate; ties to the earlier searcher, repeat, step) and each searcher's best (``best_<searcher>``) are
 re-trained for ``long_epochs`` on ``validation_seeds`` fresh seeds against the ``baselines`` (He, LeCun, Xavier,
-``g / sqrt(fan_in)``: the analytic gain, SiLU's from ``initialisation.theory``; ``lsuv``: LSUV as its paper,
-orthonormal weights then each layer rescaled to unit output variance on one training batch, through
-``testbeds.train_candidate``'s ``init_fn`` hook; its He draw comes first and is replaced), every arm with the same
-seed j,
-and reported on TEST accuracy (the choice used only the search's reward). The best formula is then trained on
+``g / sqrt(fan_in)``: the analytic gain, SiLU's from ``initialisation.theory``; and the data-driven initialisers,
+through ``testbeds.train_candidate``'s ``init_fn`` hook after a He draw (``data_driven_init``): ``lsuv``, LSUV as
+its paper, orthonormal weights then each layer rescaled to unit output variance on one training batch; ``gradinit``,
+GradInit's learned per-layer scales over ``gradinit_iters`` batches; ``metainit``, MetaInit's gradient-quotient
+norms over ``metainit_steps`` steps), every arm with the same seed j, and reported on TEST accuracy (the choice used only the search's reward). The best formula is then trained on
 each of ``transfer_testbeds`` against He, with the same fresh seeds, without re-searching.
 
 **Verdicts**, declared before the run: the primary is ``best - he`` on the search testbed's test accuracy after
@@ -58,9 +58,19 @@ Spearman's rho between the proxy signal (a diverged or undefined one at the dive
 it) and the mean long test accuracy (diverged at chance), with a percentile-bootstrap interval over formulas
 (``rank_agreement``). LSUV is not in the set: it is not a formula of the search.
 
-Left out (issue 27 items not built here): GradInit and MetaInit as baselines (the hook would take them; their
-cost per candidate is not budgeted), which reward finds better formulas for the same budget (a search per reward),
-and training many candidates at once in one batched network.
+**Which reward finds better formulas** (issue 27, item 4; ``reward_searches``, ``reward_searcher``):
+``reward_searcher`` (evolution by default) searches again on each other reward, with the main searches' budget,
+repeats, searcher seeds and child seeds, so repeat r is paired across rewards (keys ``search@<reward>/...``). A
+proposal with the formula and child seed of a candidate already trained (by the main searches or an earlier
+reward) takes that row instead of training again: training is deterministic given both, and the proposal still
+costs its proxy epochs. Each search hands on its best candidate by its own reward; that pick is re-trained for
+``long_epochs`` on the validation's fresh seeds (the same trials as a validation arm with that formula), and each
+reward is compared with ``reward`` on the mean test accuracy of its repeats' picks, paired by repeat, in the
+exploratory family.
+
+Left out (issue 27 items not built here): training many candidates at once in one batched network (candidates
+train one per trial, in parallel on the executor's workers), and the data-driven baselines' cost in a budget
+(they are re-training arms only).
 """
 from __future__ import annotations
 
@@ -93,7 +103,7 @@ from rlinit_lib.formula_search.grammar import (CONSTANTS, DISTRIBUTIONS, KNOWN, 
 from rlinit_lib.formula_search.rewards import DIRECTION, REWARDS
 from rlinit_lib.formula_search.searchers import MAX_BUDGET, SEARCHERS, Searcher, make_searcher
 from rlinit_lib.formula_search.testbeds import TESTBEDS, build, gain, get_testbed, layer_fans, train_candidate
-from rlinit_lib.initialisation.data_driven import lsuv_init
+from rlinit_lib.initialisation.data_driven import gradinit, lsuv_init, metainit
 
 SEARCH_SALT, SEARCHER_SALT, VALIDATION_SALT, FIDELITY_SALT = 701, 702, 703, 704   # this notebook's own seeds
 CHANCE = 0.1                 # every dataset of core.data has 10 classes: a diverged network scores 1/10
@@ -102,9 +112,10 @@ CHANCE = 0.1                 # every dataset of core.data has 10 classes: a dive
 # float32's range, |log| < 89, and the loss slope of a network that learns at all lies within +-10)
 DIVERGED_REWARD = {"val_accuracy": CHANCE, "grad_norm_variance": -1e4, "activation_stability": -100.0,
                    "loss_slope": -10.0}
-BASELINES = ("he", "lecun", "xavier", "he_gain", "lsuv")   # grammar.KNOWN's names (he_gain = g / sqrt(fan_in)),
-# and DATA_DRIVEN's: an initialiser that reads a batch of training data, run after its start formula's sigmas
-DATA_DRIVEN = {"lsuv": "he"}   # name -> the KNOWN formula drawn first (LSUV then re-draws orthonormal weights)
+BASELINES = ("he", "lecun", "xavier", "he_gain", "lsuv", "gradinit", "metainit")   # grammar.KNOWN's names (he_gain =
+# g / sqrt(fan_in)), and DATA_DRIVEN's: an initialiser run after its start formula's sigmas, rescaling them
+DATA_DRIVEN = {"lsuv": "he", "gradinit": "he", "metainit": "he"}   # name -> the KNOWN formula drawn first (LSUV then
+# re-draws orthonormal weights; GradInit and MetaInit rescale He's draw layer by layer, as their papers start)
 LSUV_TOLERANCE = 0.1           # on each layer's output variance (the LSUV paper's t; data_driven.lsuv_init)
 PRIMARY = "best - he"        # declared before the run: test accuracy after long_epochs, paired by seed
 SEARCH_CONTRASTS = (("reinforce", "random"), ("evolution", "random"))
@@ -119,6 +130,8 @@ FIDELITY_FORMULA_COLUMNS = ["canonical", "formula", "source", "proxy_seed", "pro
                             "long_test_accuracy", "long_diverged_rate", "long_seeds"]
 FIDELITY_COLUMNS = ["reward", "spearman", "ci_low", "ci_high", "formulas", "diverged_at_proxy", "spearman_trained",
                     "trained_ci_low", "trained_ci_high", "formulas_trained", "confidence"]
+REWARD_COMPARISON_COLUMNS = ["objective", "repeat", "formula", "canonical", "search_reward", "candidates_trained",
+                             "test_accuracy", "diverged_rate", "seeds"]
 FIDELITY_BOOT = 2000         # percentile-bootstrap resamples of the fidelity set's formulas
 
 QUESTION = ("Does a search over initialisation formulas (REINFORCE, regularised evolution, random search) find a "
@@ -162,6 +175,11 @@ class FormulaSearchConfig(DataFields, RunFields):
     controller_entropy: float = param(0.05, Float(low=0.0))                # REINFORCE's entropy bonus
     baselines: list = param(list(BASELINES), ListOf(Choice((*KNOWN, *DATA_DRIVEN)),
                                                     what="names of grammar.KNOWN or data-driven initialisers"))
+    gradinit_iters: int | None = param(None, Int(low=1, optional=True, high=1_000_000))  # None: one pass of batches
+    metainit_steps: int = param(500, Int(low=1, high=100_000))            # MetaInit's sign-SGD steps (its paper: 500)
+    reward_searches: list = param([r for r in REWARDS if r != "val_accuracy"], ListOf(Choice(REWARDS), 0,
+                                  what="rewards"), identity=False)   # also search with each (the reward comparison)
+    reward_searcher: str = param("evolution", Choice(SEARCHERS))     # the searcher of the reward comparison
     validation_seeds: int = param(5, Int(low=2, high=1_000), identity=False)   # fresh seeds per arm (more extends)
     long_epochs: int = param(10, Int(low=1, high=10_000))                  # re-training of the best formulas
     transfer_testbeds: list = param(["mlp10_relu_sgd", "mlp40_relu_sgd", "cnn12_relu_sgd"],
@@ -187,6 +205,12 @@ class FormulaSearchConfig(DataFields, RunFields):
         if "lsuv" in self.baselines and importlib.util.find_spec("lsuv") is None:   # data_driven.lsuv_init's package
             raise ParameterError(f"baselines contains 'lsuv', which needs the lsuv package: pip install lsuv (got "
                                  f"{self.baselines!r})")
+        if self.reward in self.reward_searches:
+            raise ParameterError(f"reward_searches must not contain reward {self.reward!r}, the main searches' reward "
+                                 f"(got {self.reward_searches!r})")
+        if self.reward_searches and self.reward_searcher not in self.searchers:
+            raise ParameterError(f"reward_searcher must be one of searchers {self.searchers!r}: its searches on "
+                                 f"reward {self.reward!r} are the comparison's reference (got {self.reward_searcher!r})")
         if self.testbed in self.transfer_testbeds:
             raise ParameterError(f"transfer_testbeds must not contain the search testbed {self.testbed!r} (got "
                                  f"{self.transfer_testbeds!r})")
@@ -211,6 +235,10 @@ class FormulaSearchConfig(DataFields, RunFields):
         return {k: getattr(self, k) for k in ("dataset", "data_root", "train_subset", "test_subset", "val_size",
                                               "device")}
 
+    def init_options(self) -> dict:
+        """The data-driven baselines' settings (``data_driven_init``)."""
+        return {"gradinit_iters": self.gradinit_iters, "metainit_steps": self.metainit_steps}
+
     def searcher_options(self, name: str) -> dict:
         return {"random": {}, "evolution": {"population": self.population, "sample": self.tournament},
                 "reinforce": {"lr": self.controller_lr, "entropy": self.controller_entropy}}[name]
@@ -234,21 +262,35 @@ def formula_of(row: dict) -> Formula:
     return Formula(tuple(str(row["tokens"]).split()), row["distribution"])
 
 
-def data_driven_init(name: str, seed: int) -> Callable:
-    """The ``init_fn(model, x)`` of ``testbeds.train_candidate`` for data-driven arm ``name``: LSUV (Mishkin &
-    Matas 2016, as the paper: orthonormal weights, then each layer rescaled until its output variance on the batch is
-    1 within ``LSUV_TOLERANCE``), its orthonormal draw seeded from ``stream_seed(seed, 'lsuv')``."""
+def data_driven_init(name: str, seed: int, options: dict | None = None) -> Callable:
+    """The ``init_fn(model, batches)`` of ``testbeds.train_candidate`` for data-driven arm ``name``
+    (``initialisation.data_driven`` has each method and its defaults, the papers' and reference code's):
+
+    * ``lsuv`` (Mishkin & Matas 2016): orthonormal weights, then each layer rescaled until its output variance on
+      the first batch is 1 within ``LSUV_TOLERANCE``; its orthonormal draw from ``stream_seed(seed, 'lsuv')``.
+    * ``gradinit`` (Zhu et al. 2021): one learned scale per layer, ``options['gradinit_iters']`` iterations (None:
+      one pass over the training batches), the reference's SGD variant.
+    * ``metainit`` (Dauphin & Schoenholz 2019): each layer's norm tuned to minimise the gradient quotient,
+      ``options['metainit_steps']`` steps on Gaussian inputs from ``stream_seed(seed, 'metainit')``.
+
+    None of them is charged to a search budget: they are baselines of the re-training only."""
+    opts = {"gradinit_iters": None, "metainit_steps": 500, **(options or {})}
     if name == "lsuv":
-        return lambda model, x: lsuv_init(model, x, tolerance=LSUV_TOLERANCE, seed=stream_seed(seed, "lsuv"))
+        return lambda model, b: lsuv_init(model, b(0)[0], tolerance=LSUV_TOLERANCE, seed=stream_seed(seed, "lsuv"))
+    if name == "gradinit":
+        return lambda model, b: gradinit(model, b, opts["gradinit_iters"] or b.per_epoch)
+    if name == "metainit":
+        return lambda model, b: metainit(model, b.input_shape, b.num_classes, opts["metainit_steps"],
+                                         seed=stream_seed(seed, "metainit"))
     raise ParameterError(f"init must be one of {', '.join(DATA_DRIVEN)} (got {name!r})")
 
 
 def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: int,
-                    evaluator: Callable | None = None, init: str = "") -> dict:
+                    evaluator: Callable | None = None, init: str = "", init_options: dict | None = None) -> dict:
     """One formula trained on ``testbed`` for ``epochs`` with ``seed``: the row of table ``runs`` (validation and
     test accuracy, the reward signals, diverged or not). ``init``: a data-driven initialiser of DATA_DRIVEN run
-    after the formula's sigmas (``data_driven_init``). ``evaluator(testbed, formula, seed, epochs) -> dict``
-    replaces the training (tests: a toy reward; it ignores ``init``)."""
+    after the formula's sigmas (``data_driven_init`` with ``init_options``). ``evaluator(testbed, formula, seed,
+    epochs) -> dict`` replaces the training (tests: a toy reward; it ignores ``init``)."""
     f = Formula.from_dict(formula)
     if evaluator is not None:
         out = dict(evaluator(testbed, f, seed, epochs))
@@ -259,7 +301,7 @@ def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: 
         fans, g = network_fans(testbed, data["dataset"])
         sigmas = [float(s) for s in f.per_layer(fans, g)]
         out = train_candidate(get_testbed(testbed), sigmas, images, seed, epochs, distribution=f.distribution,
-                              device=device, init_fn=data_driven_init(init, seed) if init else None)
+                              device=device, init_fn=data_driven_init(init, seed, init_options) if init else None)
     row = {"canonical": arm_id(f, init), "tokens": " ".join(f.tokens), "distribution": f.distribution, "seed": seed}
     row.update({k: out.get(k, math.nan) for k in TRAINED_COLUMNS})
     row["diverged"] = bool(row["diverged"])
@@ -286,26 +328,38 @@ class _Search:
     trained: int = 0
 
 
-def searches_of(cfg: FormulaSearchConfig) -> list[_Search]:
+def searches_of(cfg: FormulaSearchConfig, names=None) -> list[_Search]:
     grammar = cfg.grammar()
     return [_Search(name, r, make_searcher(name, grammar, derive_seed(cfg.seed, SEARCHER_SALT, r),
                                            **cfg.searcher_options(name)))
-            for name in cfg.searchers for r in range(cfg.repeats)]
+            for name in (cfg.searchers if names is None else names) for r in range(cfg.repeats)]
 
 
-def search_key(name: str, repeat: int, step: int) -> str:
-    return f"search/{name}/{repeat}/{step}"
+def search_key(name: str, repeat: int, step: int, objective: str | None = None) -> str:
+    """A search candidate's trial key; ``objective``: a reward other than the config's (the reward comparison)."""
+    return f"search/{name}/{repeat}/{step}" if objective is None else f"search@{objective}/{name}/{repeat}/{step}"
 
 
 def run_searches(cfg: FormulaSearchConfig, evaluate: Callable[[list[tuple[str, Formula, int]]], dict],
-                 log: Callable | None = None) -> pd.DataFrame:
+                 log: Callable | None = None, objective: str | None = None,
+                 known: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every (searcher, repeat) in lock-step rounds: each search proposes until it has a new formula that is valid
     on the testbed (repeats are told their cached reward, invalid formulas the diverged score, both free); the
     round's formulas are evaluated together (``evaluate([(key, formula, seed)]) -> {key: row}``: the trials, or
-    the rows read back from the store); each search is told its reward. Returns one row per distinct candidate."""
+    the rows read back from the store); each search is told its reward. Returns one row per distinct candidate.
+
+    ``objective``: search ``cfg.reward_searcher`` on this reward instead of ``cfg.searchers`` on ``cfg.reward``
+    (the reward comparison; keys ``search@<objective>/...``). ``known``: candidate rows already trained (the
+    main searches): a proposal with the same canonical formula and child seed takes that row instead of training
+    again (training is deterministic given both), and still costs its proxy epochs, as an equal budget asks."""
     fans, g = network_fans(cfg.testbed, cfg.dataset)
+    reward_name = cfg.reward if objective is None else objective
+    reuse = {}
+    if known is not None and len(known):
+        t = known[known["trained"].astype(bool)]
+        reuse = {(c, int(sd)): row for c, sd, row in zip(t["canonical"], t["seed"], t.to_dict("records"))}
     cap = PROPOSALS_PER_CANDIDATE * cfg.candidates_per_search()
-    searches, rows = searches_of(cfg), []
+    searches, rows = searches_of(cfg, None if objective is None else [cfg.reward_searcher]), []
     best: dict[tuple, float] = {}
 
     def record(s: _Search, f: Formula, trained: bool, reward: float, extra: dict) -> None:
@@ -326,7 +380,7 @@ def run_searches(cfg: FormulaSearchConfig, evaluate: Callable[[list[tuple[str, F
                 continue
             s.step += 1
             if not f.valid_for(fans, g):
-                reward = DIVERGED_REWARD[cfg.reward]
+                reward = DIVERGED_REWARD[reward_name]
                 record(s, f, False, reward, {"diverged": True, "reason": "sigma not a finite number > 0",
                                              "epochs": 0, "seed": np.nan})
                 s.searcher.tell(f, reward)
@@ -341,9 +395,11 @@ def run_searches(cfg: FormulaSearchConfig, evaluate: Callable[[list[tuple[str, F
         items = []
         for s, f in asked:
             s.trained += 1
-            items.append((search_key(s.name, s.repeat, s.step), f, derive_seed(cfg.seed, SEARCH_SALT, s.repeat,
-                                                                                  s.trained)))
-        results = evaluate(items)
+            items.append((search_key(s.name, s.repeat, s.step, objective), f,
+                          derive_seed(cfg.seed, SEARCH_SALT, s.repeat, s.trained)))
+        results = {key: reuse[(f.canonical, seed)] for key, f, seed in items if (f.canonical, seed) in reuse}
+        fresh = [item for item in items if item[0] not in results]
+        results.update(evaluate(fresh) if fresh else {})
         for (s, f), (key, _, seed) in zip(asked, items):
             row = results[key]
             if row["canonical"] != f.canonical or int(row["seed"]) != seed:
@@ -351,11 +407,12 @@ def run_searches(cfg: FormulaSearchConfig, evaluate: Callable[[list[tuple[str, F
                                  f"proposes {f.canonical!r}: the store belongs to another search; delete it or use "
                                  "another output_dir")
             s.used += cfg.proxy_epochs
-            reward = scored_reward(row, cfg.reward)
+            reward = scored_reward(row, reward_name)
             record(s, f, True, reward, {k: row.get(k) for k in ["seed", *TRAINED_COLUMNS]})
             s.searcher.tell(f, reward)
         if log is not None:
-            log({f"search/{k[0]}_{k[1]}/best_so_far": v for k, v in best.items()})
+            log({f"search{'' if objective is None else '@' + objective}/{k[0]}_{k[1]}/best_so_far": v
+                 for k, v in best.items()})
     return pd.DataFrame(rows).reindex(columns=CANDIDATE_COLUMNS)
 
 
@@ -410,6 +467,71 @@ def check_items(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> list[tupl
         items += [(f"transfer/{tb}/{c}/{j}", tb, f, j, validation_seed(cfg.seed, j), "")
                   for tb in cfg.transfer_testbeds for j in range(cfg.validation_seeds) for c, f in pair.items()]
     return items
+
+
+# ---- which reward finds better formulas (the reward comparison) ----
+
+def reward_searches(cfg: FormulaSearchConfig, candidates: pd.DataFrame, evaluate: Callable,
+                    log: Callable | None = None) -> pd.DataFrame:
+    """The searches of the reward comparison: ``reward_searcher`` on each reward of ``reward_searches``, in that
+    order, with the main searches' budget, repeats, searcher seeds and child seeds (so repeat r of every reward is
+    paired). A proposal already trained with the same child seed (by the main searches or an earlier reward) is
+    not trained again. One row per candidate, with its ``objective``."""
+    known, out = candidates, []
+    for objective in cfg.reward_searches:
+        mine = run_searches(cfg, evaluate, log, objective=objective, known=known)
+        known = pd.concat([known, mine], ignore_index=True)
+        out.append(mine.assign(objective=objective))
+    return (pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=CANDIDATE_COLUMNS)
+            ).reindex(columns=["objective", *CANDIDATE_COLUMNS])
+
+
+def reward_picks(cfg: FormulaSearchConfig, candidates: pd.DataFrame, by_reward: pd.DataFrame) -> list[dict]:
+    """Per (objective, repeat) of the comparison: the formula the search would hand on, its best trained,
+    non-diverged candidate by its own reward (ties to the earlier step; None when every candidate diverged). The
+    reference objective ``cfg.reward`` reads the main searches of ``reward_searcher``."""
+    if not cfg.reward_searches:
+        return []
+    ref = candidates[candidates["searcher"] == cfg.reward_searcher].assign(objective=cfg.reward)
+    both = pd.concat([ref, by_reward], ignore_index=True)
+    out = []
+    for objective in (cfg.reward, *cfg.reward_searches):
+        for r in range(cfg.repeats):
+            g = both[(both["objective"] == objective) & (both["repeat"] == r)].sort_values("step", kind="stable")
+            ok = g[g["trained"].astype(bool) & ~g["diverged"].astype(bool)]
+            f = formula_of(ok.loc[ok["reward"].idxmax()]) if len(ok) else None
+            out.append({"objective": objective, "repeat": r, "formula": f,
+                        "search_reward": float(ok["reward"].max()) if len(ok) else np.nan,
+                        "trained": int(g["trained"].astype(bool).sum())})
+    return out
+
+
+def reward_pick_items(cfg: FormulaSearchConfig, picks: list[dict]) -> list[tuple[str, Formula, int, int]]:
+    """(key, formula, seed_index, seed) of the picks' re-training: on the search testbed for ``long_epochs`` with
+    the validation's fresh seeds and keys (``validate/<canonical>/<j>``), so a pick that is also an arm of the
+    validation is trained once."""
+    formulas = {p["formula"].canonical: p["formula"] for p in picks if p["formula"] is not None}
+    return [(f"validate/{c}/{j}", f, j, validation_seed(cfg.seed, j))
+            for j in range(cfg.validation_seeds) for c, f in formulas.items()]
+
+
+def reward_comparison_table(cfg: FormulaSearchConfig, picks: list[dict], rows: Callable[[str], dict]
+                            ) -> pd.DataFrame:
+    """One row per (objective, repeat): the pick, and its mean test accuracy over the validation seeds after
+    ``long_epochs`` (diverged networks at chance; a search that found no trained formula scores chance)."""
+    out = []
+    for p in picks:
+        f = p["formula"]
+        if f is None:
+            acc, div, n = CHANCE, 1.0, 0
+        else:
+            runs = [rows(f"validate/{f.canonical}/{j}") for j in range(cfg.validation_seeds)]
+            acc = float(np.mean(scored([r["test_accuracy"] for r in runs])))
+            div, n = float(np.mean([bool(r["diverged"]) for r in runs])), len(runs)
+        out.append({"objective": p["objective"], "repeat": p["repeat"], "formula": "" if f is None else str(f),
+                    "canonical": "" if f is None else f.canonical, "search_reward": p["search_reward"],
+                    "candidates_trained": p["trained"], "test_accuracy": acc, "diverged_rate": div, "seeds": n})
+    return pd.DataFrame(out, columns=REWARD_COMPARISON_COLUMNS)
 
 
 # ---- reward fidelity ----
@@ -546,14 +668,22 @@ def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> 
           f"{cfg.proxy_epochs} epochs = {len(cfg.searchers) * cfg.repeats * n * cfg.proxy_epochs:,} child epochs on "
           f"{cfg.testbed}, in rounds of {len(cfg.searchers) * cfg.repeats}", flush=True)
     candidates = run_searches(cfg, evaluate, run.log)
-    items = check_items(cfg, candidates)
-    checks = [Trial(key, candidate_trial, {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed,
-                                           "epochs": cfg.long_epochs, "evaluator": evaluator, "init": init},
-                    work={"child epochs": cfg.long_epochs}) for key, tb, f, _, seed, init in items]
-    checks += [Trial(key, candidate_trial, {"data": data, "testbed": cfg.testbed, "formula": f.to_dict(),
-                                            "seed": seed, "epochs": epochs, "evaluator": evaluator},
-                     work={"child epochs": epochs}) for key, f, seed, epochs in fidelity_items(cfg, candidates)]
-    run(checks, "re-training, transfer and reward fidelity")
+    if cfg.reward_searches:
+        print(f"reward comparison: {cfg.reward_searcher} x {cfg.repeats} repeats on each of "
+              f"{', '.join(cfg.reward_searches)}, the same budget (candidates already trained are reused)", flush=True)
+    picks = reward_picks(cfg, candidates, reward_searches(cfg, candidates, evaluate, run.log))
+
+    def trial(key, tb, f, seed, epochs, init=""):
+        args = {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed, "epochs": epochs,
+                "evaluator": evaluator, "init": init, **({"init_options": cfg.init_options()} if init else {})}
+        return Trial(key, candidate_trial, args, work={"child epochs": epochs})
+
+    checks = {key: trial(key, tb, f, seed, cfg.long_epochs, init)
+              for key, tb, f, _, seed, init in check_items(cfg, candidates)}
+    checks |= {key: trial(key, cfg.testbed, f, seed, cfg.long_epochs) for key, f, _, seed in
+               reward_pick_items(cfg, picks) if key not in checks}
+    checks |= {key: trial(key, cfg.testbed, f, seed, epochs) for key, f, seed, epochs in fidelity_items(cfg, candidates)}
+    run(list(checks.values()), "re-training, transfer, reward comparison and reward fidelity")
 
 
 # ---- tables ----
@@ -567,7 +697,10 @@ class FormulaSearchResult:
     fans: pd.DataFrame          # one row per weight layer of the search testbed: fan_in, fan_out, gain
     fidelity: pd.DataFrame      # one row per reward: Spearman with long-training test accuracy (FIDELITY_COLUMNS)
     fidelity_formulas: pd.DataFrame   # one row per formula of the fidelity set: FIDELITY_FORMULA_COLUMNS
-    EXPORTS = ("candidates", "arms", "validation", "transfer", "fans", "fidelity", "fidelity_formulas")
+    reward_candidates: pd.DataFrame   # the reward comparison's searches: objective + CANDIDATE_COLUMNS
+    reward_comparison: pd.DataFrame   # one row per (objective, repeat): its pick's test accuracy
+    EXPORTS = ("candidates", "arms", "validation", "transfer", "fans", "fidelity", "fidelity_formulas",
+               "reward_candidates", "reward_comparison")
 
 
 def _rows_for(store: RunStore, key: str) -> dict:
@@ -579,7 +712,12 @@ def _rows_for(store: RunStore, key: str) -> dict:
 
 def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> FormulaSearchResult:
     """The searches replayed from the run store (no training), the re-training and transfer rows per arm."""
-    candidates = run_searches(cfg, lambda items: {k: _rows_for(store, k) for k, *_ in items})
+    def read(items):
+        return {k: _rows_for(store, k) for k, *_ in items}
+
+    candidates = run_searches(cfg, read)
+    by_reward = reward_searches(cfg, candidates, read)
+    comparison = reward_comparison_table(cfg, reward_picks(cfg, candidates, by_reward), lambda k: _rows_for(store, k))
     arms = arms_of(cfg, candidates)
     fans, g = network_fans(cfg.testbed, cfg.dataset)
     arm_table = pd.DataFrame([{"arm": a, "source": "search" if a.startswith("best") else "baseline",
@@ -608,7 +746,8 @@ def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> Formul
                               for l, (fi, fo) in enumerate(fans, start=1)])
     fid_formulas, fidelity = fidelity_tables(cfg, candidates, lambda k: _rows_for(store, k))
     return FormulaSearchResult(candidates, arm_table, validation.reset_index(drop=True),
-                               transfer.reset_index(drop=True), fan_table, fidelity, fid_formulas)
+                               transfer.reset_index(drop=True), fan_table, fidelity, fid_formulas, by_reward,
+                               comparison)
 
 
 def arm_formula(arm: str, f: Formula) -> str:
@@ -651,7 +790,8 @@ def best_so_far_curve(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> pd.
 
 def contrasts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> list[Contrast]:
     """The comparisons, fixed by the config (never by the results): PRIMARY, best against the other baselines,
-    each searcher's best against He, the searcher pairs of SEARCH_CONTRASTS, each transfer testbed."""
+    each searcher's best against He, the searcher pairs of SEARCH_CONTRASTS, each reward of ``reward_searches``
+    against ``reward`` (paired by repeat), each transfer testbed."""
     out = []
     if len(result.validation):
         wide = wide_by_seed(result.validation)
@@ -668,6 +808,11 @@ def contrasts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> list[Con
         out += [Contrast(f"{a} - {b} (best-so-far {cfg.reward} at the full budget)", final[a].to_numpy(),
                          final[b].to_numpy(), bounds=bounds, sesoi=cfg.search_sesoi, higher_is_better=True)
                 for a, b in SEARCH_CONTRASTS if a in final and b in final]
+    if len(result.reward_comparison):
+        by = result.reward_comparison.pivot(index="repeat", columns="objective", values="test_accuracy")
+        out += [Contrast(f"search on {r} - on {cfg.reward} ({cfg.reward_searcher}; test accuracy of each repeat's "
+                         "pick)", by[r].to_numpy(), by[cfg.reward].to_numpy(), bounds=ACCURACY_DIFFERENCE,
+                         sesoi=cfg.sesoi, higher_is_better=True) for r in cfg.reward_searches if r in by]
     for tb, g in result.transfer.groupby("testbed", sort=True):
         wide = wide_by_seed(g)
         if {"best", "he"} <= set(wide):
@@ -711,6 +856,24 @@ def arm_summary(cfg: FormulaSearchConfig, result: FormulaSearchResult, sigmas: p
                      "sigma_over_he_min": float(ratio.min()), "sigma_over_he_max": float(ratio.max()),
                      "test_accuracy": iv.estimate, "ci_low": iv.low, "ci_high": iv.high, "seeds": iv.n,
                      "diverged_rate": float(runs["test_accuracy"].isna().mean()) if len(runs) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def reward_comparison_summary(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per objective of the reward comparison (the first row is the reference, the main searches' reward): the mean
+    over repeats of its picks' test accuracy (95% t interval inside [0, 1]), how many distinct formulas its repeats
+    handed on, and in how many repeats it handed on the reference's formula (or, like it, none): there the paired
+    difference is 0 by construction, since both picks are the same trials."""
+    rows = []
+    canon = comparison.fillna({"canonical": ""})
+    ref = canon[canon["objective"] == canon["objective"].iloc[0]].set_index("repeat")["canonical"] if len(canon) else {}
+    for objective, g in canon.groupby("objective", sort=False):
+        iv = interval(g["test_accuracy"].to_numpy(float), "mean", bounds=ACCURACY)
+        rows.append({"objective": objective, "direction": DIRECTION[objective], "test_accuracy": iv.estimate,
+                     "ci_low": iv.low, "ci_high": iv.high, "repeats": iv.n,
+                     "distinct_picks": int(g.loc[g["canonical"] != "", "canonical"].nunique()),
+                     "searches_without_pick": int((g["canonical"] == "").sum()),
+                     "same_pick_as_reference": int(sum(c == ref[r] for r, c in zip(g["repeat"], g["canonical"])))})
     return pd.DataFrame(rows)
 
 
@@ -863,6 +1026,20 @@ def report(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> Report:
         rep.markdown(fidelity_text(cfg, result))
         rep.table("fidelity", result.fidelity)
         rep.table("fidelity_formulas", result.fidelity_formulas, show=False)
+    if len(result.reward_comparison):
+        rep.markdown(f"## Which reward finds better formulas\n{cfg.reward_searcher} searched {cfg.repeats} times on "
+                     f"each reward with the same budget ({cfg.budget} child epochs), the same searcher seeds and "
+                     f"the same child seeds per step (so repeat r is paired across rewards; a proposal already "
+                     f"trained with its seed is not trained again). Each search hands on its best candidate by its "
+                     f"own reward; that formula is re-trained for {cfg.long_epochs} epochs on the "
+                     f"{cfg.validation_seeds} fresh validation seeds, and the table gives the mean TEST accuracy of "
+                     "the repeats' picks (diverged at chance). The comparisons against the main reward are in the "
+                     "exploratory family of the verdict table below; where a reward handed on the same formula as "
+                     "the main reward in every repeat (`same_pick_as_reference` = repeats), its differences are 0 by "
+                     "construction, and an 'equivalent' there says only that the two rewards agreed on these "
+                     "searches.")
+        rep.table("reward_comparison_summary", reward_comparison_summary(result.reward_comparison))
+        rep.table("reward_comparison", result.reward_comparison, show=False)
     if len(result.transfer):
         rep.markdown("## Transfer\nThe best formula, without re-searching, against He on other testbeds, with the "
                      "same fresh seeds (test accuracy).")

@@ -44,6 +44,7 @@ from rlinit_lib.core.params import Float, Int, ParameterError, check_choice, che
 from rlinit_lib.core.runtime import pick_device, stream_seed
 from rlinit_lib.formula_search.rewards import REWARDS, init_signals, reward_signals
 from rlinit_lib.initialisation.activations import make_activation
+from rlinit_lib.initialisation.data_driven import EpochBatches
 from rlinit_lib.initialisation.theory import critical_scales
 
 KINDS = ("mlp", "cnn", "simplecnn")
@@ -263,7 +264,7 @@ def _diverged_result(rewards: Sequence[str], reason: str, seconds: float) -> dic
 def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, seed: int, epochs: int, *,
                     rewards: Sequence[str] = REWARDS, distribution: str = "normal", device=None,
                     probe_size: int = 256, slope_steps: int = 50,
-                    init_fn: Callable[[nn.Module, torch.Tensor], object] | None = None) -> dict:
+                    init_fn: Callable[[nn.Module, EpochBatches], object] | None = None) -> dict:
     """Train ``testbed``'s network initialised with ``sigmas`` for ``epochs`` epochs on ``data``'s training split.
 
     Returns plain data: ``val_accuracy`` (the default reward, after the proxy epochs), ``test_accuracy`` (for
@@ -271,10 +272,11 @@ def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, 
     ``train_loss`` (the last epoch's mean), ``seconds``, and each reward of ``rewards`` (higher is better;
     :mod:`rewards`). The init signals use a fixed probe batch, the first ``probe_size`` training images; the loss
     slope the first ``slope_steps`` steps. Weights from ``stream_seed(seed, 'init')``, batch order from
-    ``stream_seed(seed, 'data_order')``. ``init_fn(model, x)``, when given, runs after the sigmas are drawn, on the
-    device, with ``x`` one training batch (``batch_size`` images, normalised, drawn from
-    ``stream_seed(seed, 'init_batch')``): a data-driven initialiser (LSUV) that rescales the weights in place; the
-    init signals are measured after it. Never raises for a bad candidate: it comes back diverged."""
+    ``stream_seed(seed, 'data_order')``. ``init_fn(model, batches)``, when given, runs after the sigmas are drawn, on
+    the device: a data-driven initialiser (LSUV, GradInit, MetaInit) that rescales the weights in place, reading
+    ``batches`` (``initialisation.data_driven.EpochBatches``: batch i of one pass over the training split in an
+    order of its own, ``stream_seed(seed, 'init_batch')``, ``batch_size`` normalised images each); the init signals
+    are measured after it. Never raises for a bad candidate: it comes back diverged."""
     start = time.perf_counter()
     if not isinstance(testbed, Testbed):
         raise ParameterError(f"testbed must be a Testbed (got {type(testbed).__name__})")
@@ -303,8 +305,8 @@ def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, 
     prep = (lambda x: normalise(x).contiguous(memory_format=torch.channels_last)) if conv else normalise
     if init_fn is not None:
         pick = torch.Generator().manual_seed(stream_seed(seed, "init_batch"))
-        idx = torch.randperm(len(data.y_train), generator=pick)[:testbed.batch_size].to(dev)
-        init_fn(model, prep(data.x_train[idx]))
+        order = torch.randperm(len(data.y_train), generator=pick)
+        init_fn(model, EpochBatches(data.x_train, data.y_train, order, testbed.batch_size, data.num_classes, prep))
         if not weights_finite(model):
             return _diverged_result(rewards, "non-finite weights after init_fn", time.perf_counter() - start)
 

@@ -43,7 +43,6 @@ within +-``sesoi``. (The previous percentile bootstrap of the argmax shift did n
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -60,7 +59,8 @@ from rlinit_lib.core.store import RunStore, StoreError, read_upstream
 from rlinit_lib.core.trials import Trial
 from rlinit_lib.core.verdicts import (ACCURACY_DIFFERENCE, Contrast, compare_family, score_diverged, sesoi_line,
                                       verdict_table)
-from rlinit_lib.initialisation.data_driven import InitCost, effective_scales, gradinit, lsuv_init, metainit
+from rlinit_lib.initialisation.data_driven import (EpochBatches, InitCost, effective_scales, gradinit, lsuv_init,
+                                                   metainit)
 from rlinit_lib.initialisation.theory import critical_scales
 from rlinit_lib.children.child import ChildTraining
 from rlinit_lib.children.training import build_child, train_and_evaluate
@@ -218,13 +218,8 @@ def initialise_arm(arm: str, data, scales: dict, seed: int, activation: str, set
         x = normalise(data.x_train[order[:s["init_batch"]]])
         return model, lsuv_init(model, x, s["lsuv_tolerance"], s["lsuv_attempts"], seed=stream_seed(seed, "lsuv"))
     if arm == "gradinit":
-        n_batches = math.ceil(len(order) / batch_size)
-
-        def batch(i):
-            idx = order[(i % n_batches) * batch_size:(i % n_batches + 1) * batch_size]
-            return normalise(data.x_train[idx]), data.y_train[idx]
-
-        iters = s["gradinit_iters"] or n_batches
+        batch = EpochBatches(data.x_train, data.y_train, order, batch_size, data.num_classes, normalise)
+        iters = s["gradinit_iters"] or batch.per_epoch
         return model, gradinit(model, batch, iters, s["gradinit_lr"], s["gradinit_eta"], s["gradinit_gamma"],
                                s["gradinit_min_scale"])
     if arm == "metainit":

@@ -84,6 +84,27 @@ def layer_output_stds(model: nn.Module, x: torch.Tensor) -> list[float]:
     return out
 
 
+class EpochBatches:
+    """What a data-driven initialiser reads of the training data: ``batch(i)`` is training batch i of one seeded
+    pass (``order``, a permutation of the training indices, cut into ``batch_size`` pieces; ``i`` cycles through
+    the ``per_epoch`` batches of the pass), as ``(prepare(x), y)``; ``input_shape`` and ``num_classes`` describe
+    the data for initialisers that draw their own inputs (MetaInit). Training and its initialiser then see the
+    same images in the same order when ``order`` is the training run's first epoch (notebook 06), or a stream of
+    their own (07)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int, num_classes: int,
+                 prepare: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
+        check_int("batch_size", batch_size, low=1)
+        self.x, self.y, self.order, self.batch_size, self.prepare = x, y, order.to(x.device), batch_size, prepare
+        self.per_epoch = math.ceil(len(order) / batch_size)
+        self.input_shape, self.num_classes = tuple(x.shape[1:]), int(num_classes)
+
+    def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        j = i % self.per_epoch
+        idx = self.order[j * self.batch_size:(j + 1) * self.batch_size]
+        return self.prepare(self.x[idx]), self.y[idx]
+
+
 def _count_forwards(model: nn.Module, cost: InitCost):
     return model.register_forward_pre_hook(
         lambda _m, args: setattr(cost, "forward_images", cost.forward_images + len(args[0])))
