@@ -182,7 +182,8 @@ class FormulaSearchConfig(DataFields, RunFields):
     reward_searcher: str = param("evolution", Choice(SEARCHERS))     # the searcher of the reward comparison
     validation_seeds: int = param(5, Int(low=2, high=1_000), identity=False)   # fresh seeds per arm (more extends)
     long_epochs: int = param(10, Int(low=1, high=10_000))                  # re-training of the best formulas
-    transfer_testbeds: list = param(["mlp10_relu_sgd", "mlp40_relu_sgd", "cnn12_relu_sgd"],
+    transfer_testbeds: list = param(["mlp10_relu_sgd", "mlp40_relu_sgd", "cnn12_relu_sgd", "mlp20_tanh_sgd",
+                                     "mlp20_silu_sgd"],
                                     ListOf(Choice(tuple(TESTBEDS)), 0, what="testbed names"), identity=False)
     fidelity_candidates: int = param(12, Int(low=0, high=100_000), identity=False)   # 0: no reward-fidelity table
     fidelity_seeds: int = param(3, Int(low=1, high=1_000), identity=False)   # fresh seeds per fidelity formula
