@@ -117,13 +117,19 @@ def test_tiny_study_trains_end_to_end_and_its_tables_read_back_as_numbers(tmp_pa
     np.testing.assert_allclose(he["ratio_to_he"], 1.0, rtol=4 * EPS)
 
 
-@pytest.mark.parametrize("at", [40, 100])   # in a round of the searches (72 calls); among the fidelity trials
-def test_an_interrupted_search_resumes_to_the_uninterrupted_tables(tmp_path, at):
-    cut = config(NB, tmp_path / "cut", **TOY)
+REWARDS_TOO = dict(reward_searcher="evolution", reward_searches=["activation_stability", "loss_slope"])
+
+
+@pytest.mark.parametrize("at, extra", [(40, {}), (100, {}),      # in a round of the searches (72 calls); later
+                                       (80, REWARDS_TOO)])       # in the reward comparison's searches
+def test_an_interrupted_search_resumes_to_the_uninterrupted_tables(tmp_path, at, extra):
+    cut = config(NB, tmp_path / "cut", **TOY, **extra)
     with pytest.raises(TrialsFailed):
         run(fs, cut, evaluator=Failing(at=at))
+    if extra:                                        # the cut fell inside the reward comparison's searches
+        assert {k for k in finished(cut) if k.startswith("search@")}
     run(fs, cut, evaluator=toy)                      # resume: the finished candidates come from the store
-    full = run(fs, config(NB, tmp_path / "full", **TOY), evaluator=toy)
+    full = run(fs, config(NB, tmp_path / "full", **TOY, **extra), evaluator=toy)
     a, b = exported(tmp_path / "cut"), exported(tmp_path / "full")
     for name in b:
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
@@ -242,13 +248,15 @@ def test_the_reward_comparison_searches_each_reward_on_the_same_budget_and_repor
             assert a["seed"].iloc[0] == b["seed"].iloc[0]
         t = g[g["trained"]]
         assert (t["reward"] == [fs.scored_reward(row, objective) for row in t.to_dict("records")]).all()
-    # a candidate with the main searches' formula and seed was not trained again (no trial of its own)
-    keys = finished(cfg)
-    fresh = {k for k in keys if k.startswith("search@")}
+    # a candidate with the main searches' formula and seed was not trained again (no trial of its own); every
+    # other trained candidate of the comparison has its own trial
+    fresh = {k for k in finished(cfg) if k.startswith("search@")}
     trained_here = rc[rc["trained"]]
     main = set(zip(c.loc[c["trained"], "canonical"], c.loc[c["trained"], "seed"]))
     reused = [(cn, sd) in main for cn, sd in zip(trained_here["canonical"], trained_here["seed"])]
-    assert 0 < sum(reused) and len(fresh) <= len(trained_here) - sum(reused)
+    own = {fs.search_key(r.searcher, int(r.repeat), int(r.step), r.objective)
+           for r, u in zip(trained_here.itertuples(), reused) if not u}
+    assert 0 < sum(reused) < len(trained_here) and fresh == own
     # the picks: one per (objective, repeat), each its search's best by its own reward
     assert list(comp["objective"].unique()) == ["val_accuracy", *cfg.reward_searches]
     assert (comp.groupby("objective").size() == cfg.repeats).all() and (comp["seeds"] == cfg.validation_seeds).all()
@@ -261,13 +269,17 @@ def test_the_reward_comparison_searches_each_reward_on_the_same_budget_and_repor
     mean = comp.groupby("objective")["test_accuracy"].mean()
     assert mean["loss_slope"] < mean["val_accuracy"]
     summary = fs.reward_comparison_summary(comp).set_index("objective")
-    assert summary.loc["val_accuracy", "same_pick_as_reference"] == cfg.repeats
     same = comp.pivot(index="repeat", columns="objective", values="canonical")
     assert summary.loc["loss_slope", "same_pick_as_reference"] == (same["loss_slope"] == same["val_accuracy"]).sum()
     np.testing.assert_allclose(summary["test_accuracy"], mean[summary.index], rtol=4 * EPS)
     rows = fs.verdicts(cfg, result)
     mine = rows[rows["comparison"].str.startswith("search on ")]
     assert len(mine) == 2 and (mine["role"] == "exploratory").all()
+    for r in cfg.reward_searches:        # identical picks in every repeat: 0 by construction, never "equivalent"
+        verdict = mine.loc[mine["comparison"] == fs.reward_contrast(cfg, r), "verdict"].item()
+        if summary.loc[r, "same_pick_as_reference"] == cfg.repeats:
+            assert verdict == "inconclusive", r
+    assert summary.loc["activation_stability", "same_pick_as_reference"] == cfg.repeats   # the toy's case
     assert "## Which reward finds better formulas" in fs.report(cfg, result).text()
 
 

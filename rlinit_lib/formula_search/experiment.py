@@ -61,9 +61,10 @@ it) and the mean long test accuracy (diverged at chance), with a percentile-boot
 **Which reward finds better formulas** (issue 27, item 4; ``reward_searches``, ``reward_searcher``):
 ``reward_searcher`` (evolution by default) searches again on each other reward, with the main searches' budget,
 repeats, searcher seeds and child seeds, so repeat r is paired across rewards (keys ``search@<reward>/...``). A
-proposal with the formula and child seed of a candidate already trained (by the main searches or an earlier
-reward) takes that row instead of training again: training is deterministic given both, and the proposal still
-costs its proxy epochs. Each search hands on its best candidate by its own reward; that pick is re-trained for
+proposal with the formula and child seed of a candidate the main searches already trained takes that row instead
+of training again: training is deterministic given both on one device, and the proposal still costs its proxy
+epochs (reuse draws on the main searches only, so the order of the rewards changes nothing). Each search hands on
+its best candidate by its own reward; that pick is re-trained for
 ``long_epochs`` on the validation's fresh seeds (the same trials as a validation arm with that formula), and each
 reward is compared with ``reward`` on the mean test accuracy of its repeats' picks, paired by repeat, in the
 exploratory family.
@@ -175,7 +176,7 @@ class FormulaSearchConfig(DataFields, RunFields):
     controller_entropy: float = param(0.05, Float(low=0.0))                # REINFORCE's entropy bonus
     baselines: list = param(list(BASELINES), ListOf(Choice((*KNOWN, *DATA_DRIVEN)),
                                                     what="names of grammar.KNOWN or data-driven initialisers"))
-    gradinit_iters: int | None = param(None, Int(low=1, optional=True, high=1_000_000))  # None: one pass of batches
+    gradinit_iters: int | None = param(None, Int(low=1, optional=True, high=1_000_000))  # None: one per batch of a pass
     metainit_steps: int = param(500, Int(low=1, high=100_000))            # MetaInit's sign-SGD steps (its paper: 500)
     reward_searches: list = param([r for r in REWARDS if r != "val_accuracy"], ListOf(Choice(REWARDS), 0,
                                   what="rewards"), identity=False)   # also search with each (the reward comparison)
@@ -263,14 +264,15 @@ def formula_of(row: dict) -> Formula:
     return Formula(tuple(str(row["tokens"]).split()), row["distribution"])
 
 
-def data_driven_init(name: str, seed: int, options: dict | None = None) -> Callable:
+def data_driven_init(name: str, seed: int, options: dict | None = None, optimiser: str = "sgd") -> Callable:
     """The ``init_fn(model, batches)`` of ``testbeds.train_candidate`` for data-driven arm ``name``
     (``initialisation.data_driven`` has each method and its defaults, the papers' and reference code's):
 
     * ``lsuv`` (Mishkin & Matas 2016): orthonormal weights, then each layer rescaled until its output variance on
       the first batch is 1 within ``LSUV_TOLERANCE``; its orthonormal draw from ``stream_seed(seed, 'lsuv')``.
     * ``gradinit`` (Zhu et al. 2021): one learned scale per layer, ``options['gradinit_iters']`` iterations (None:
-      one pass over the training batches), the reference's SGD variant.
+      as many as the batches of one pass; each iteration reads two batches), for the testbed's ``optimiser`` (the
+      reference's SGD variant, or its Adam variant, whose first step is ``eta * sign(g)``).
     * ``metainit`` (Dauphin & Schoenholz 2019): each layer's norm tuned to minimise the gradient quotient,
       ``options['metainit_steps']`` steps on Gaussian inputs from ``stream_seed(seed, 'metainit')``.
 
@@ -279,7 +281,7 @@ def data_driven_init(name: str, seed: int, options: dict | None = None) -> Calla
     if name == "lsuv":
         return lambda model, b: lsuv_init(model, b(0)[0], tolerance=LSUV_TOLERANCE, seed=stream_seed(seed, "lsuv"))
     if name == "gradinit":
-        return lambda model, b: gradinit(model, b, opts["gradinit_iters"] or b.per_epoch)
+        return lambda model, b: gradinit(model, b, opts["gradinit_iters"] or b.per_epoch, alg=optimiser)
     if name == "metainit":
         return lambda model, b: metainit(model, b.input_shape, b.num_classes, opts["metainit_steps"],
                                          seed=stream_seed(seed, "metainit"))
@@ -302,7 +304,8 @@ def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: 
         fans, g = network_fans(testbed, data["dataset"])
         sigmas = [float(s) for s in f.per_layer(fans, g)]
         out = train_candidate(get_testbed(testbed), sigmas, images, seed, epochs, distribution=f.distribution,
-                              device=device, init_fn=data_driven_init(init, seed, init_options) if init else None)
+                              device=device, init_fn=data_driven_init(init, seed, init_options,
+                                                                      get_testbed(testbed).optimiser) if init else None)
     row = {"canonical": arm_id(f, init), "tokens": " ".join(f.tokens), "distribution": f.distribution, "seed": seed}
     row.update({k: out.get(k, math.nan) for k in TRAINED_COLUMNS})
     row["diverged"] = bool(row["diverged"])
@@ -474,14 +477,14 @@ def check_items(cfg: FormulaSearchConfig, candidates: pd.DataFrame) -> list[tupl
 
 def reward_searches(cfg: FormulaSearchConfig, candidates: pd.DataFrame, evaluate: Callable,
                     log: Callable | None = None) -> pd.DataFrame:
-    """The searches of the reward comparison: ``reward_searcher`` on each reward of ``reward_searches``, in that
-    order, with the main searches' budget, repeats, searcher seeds and child seeds (so repeat r of every reward is
-    paired). A proposal already trained with the same child seed (by the main searches or an earlier reward) is
-    not trained again. One row per candidate, with its ``objective``."""
-    known, out = candidates, []
+    """The searches of the reward comparison: ``reward_searcher`` on each reward of ``reward_searches``, with the
+    main searches' budget, repeats, searcher seeds and child seeds (so repeat r of every reward is paired). A
+    proposal the main searches already trained with the same child seed is not trained again; reuse draws on the
+    main searches only, so the order of ``reward_searches`` changes nothing. One row per candidate, with its
+    ``objective``."""
+    out = []
     for objective in cfg.reward_searches:
-        mine = run_searches(cfg, evaluate, log, objective=objective, known=known)
-        known = pd.concat([known, mine], ignore_index=True)
+        mine = run_searches(cfg, evaluate, log, objective=objective, known=candidates)
         out.append(mine.assign(objective=objective))
     return (pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=CANDIDATE_COLUMNS)
             ).reindex(columns=["objective", *CANDIDATE_COLUMNS])
@@ -811,9 +814,9 @@ def contrasts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> list[Con
                 for a, b in SEARCH_CONTRASTS if a in final and b in final]
     if len(result.reward_comparison):
         by = result.reward_comparison.pivot(index="repeat", columns="objective", values="test_accuracy")
-        out += [Contrast(f"search on {r} - on {cfg.reward} ({cfg.reward_searcher}; test accuracy of each repeat's "
-                         "pick)", by[r].to_numpy(), by[cfg.reward].to_numpy(), bounds=ACCURACY_DIFFERENCE,
-                         sesoi=cfg.sesoi, higher_is_better=True) for r in cfg.reward_searches if r in by]
+        out += [Contrast(reward_contrast(cfg, r), by[r].to_numpy(), by[cfg.reward].to_numpy(),
+                         bounds=ACCURACY_DIFFERENCE, sesoi=cfg.sesoi, higher_is_better=True)
+                for r in cfg.reward_searches if r in by]
     for tb, g in result.transfer.groupby("testbed", sort=True):
         wide = wide_by_seed(g)
         if {"best", "he"} <= set(wide):
@@ -822,11 +825,23 @@ def contrasts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> list[Con
     return out
 
 
+def reward_contrast(cfg: FormulaSearchConfig, reward: str) -> str:
+    return f"search on {reward} - on {cfg.reward} ({cfg.reward_searcher}; test accuracy of each repeat's pick)"
+
+
 def verdicts(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> pd.DataFrame:
     """The verdict table (``core.verdicts.compare_family``): PRIMARY at alpha, every other row one exploratory
-    family."""
+    family. A reward whose searches handed on the main reward's formula in every repeat has differences that are
+    0 by construction (the same trials): no spread to test, so its row is inconclusive, never equivalent."""
     cs = contrasts(cfg, result)
-    return compare_family(cs, cfg.sesoi, primary=[PRIMARY] if any(c.name == PRIMARY for c in cs) else [])
+    rows = compare_family(cs, cfg.sesoi, primary=[PRIMARY] if any(c.name == PRIMARY for c in cs) else [])
+    if len(result.reward_comparison):
+        summary = reward_comparison_summary(result.reward_comparison).set_index("objective")
+        for r in cfg.reward_searches:
+            if r in summary.index and summary.loc[r, "same_pick_as_reference"] == summary.loc[r, "repeats"]:
+                rows.loc[rows["comparison"] == reward_contrast(cfg, r), ["verdict", "seeds_needed"]] = \
+                    ["inconclusive", np.nan]
+    return rows
 
 
 # ---- report ----
@@ -1037,8 +1052,8 @@ def report(cfg: FormulaSearchConfig, result: FormulaSearchResult) -> Report:
                      "the repeats' picks (diverged at chance). The comparisons against the main reward are in the "
                      "exploratory family of the verdict table below; where a reward handed on the same formula as "
                      "the main reward in every repeat (`same_pick_as_reference` = repeats), its differences are 0 by "
-                     "construction, and an 'equivalent' there says only that the two rewards agreed on these "
-                     "searches.")
+                     "construction and its row is inconclusive: identical picks leave no spread to test. With a "
+                     "few repeats in a large family only a large difference can be decided.")
         rep.table("reward_comparison_summary", reward_comparison_summary(result.reward_comparison))
         rep.table("reward_comparison", result.reward_comparison, show=False)
     if len(result.transfer):
