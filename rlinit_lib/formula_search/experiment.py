@@ -655,17 +655,19 @@ def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> 
     ``evaluator(testbed, formula, seed, epochs) -> dict`` replaces the training (tests use a toy reward)."""
     data = cfg.data()
     n = cfg.candidates_per_search()
-    rounds, start = [0], time.perf_counter()
+    rounds, start = {"search": 0, "reward comparison": 0}, time.perf_counter()
+    phase = ["search"]
 
     def evaluate(items):
-        rounds[0] += 1
+        rounds[phase[0]] += 1
         with contextlib.redirect_stdout(io.StringIO()):   # one line per round would be n lines: ours say less
             out = run([Trial(key, candidate_trial, {"data": data, "testbed": cfg.testbed, "formula": f.to_dict(),
                                                     "seed": seed, "epochs": cfg.proxy_epochs, "evaluator": evaluator},
                              work={"child epochs": cfg.proxy_epochs}) for key, f, seed in items], "candidates",
                       progress=False)
-        if rounds[0] % max(1, n // 4) == 0:
-            print(f"search: round {rounds[0]} of at most {n} done ({time.perf_counter() - start:.0f} s)", flush=True)
+        if phase[0] == "search" and rounds["search"] % max(1, n // 4) == 0:
+            print(f"search: round {rounds['search']} of at most {n} done ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
         return {k: v["runs"][0] for k, v in out.items()}
 
     print(f"search: {len(cfg.searchers)} searchers x {cfg.repeats} repeats x up to {n} candidates of "
@@ -675,7 +677,11 @@ def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> 
     if cfg.reward_searches:
         print(f"reward comparison: {cfg.reward_searcher} x {cfg.repeats} repeats on each of "
               f"{', '.join(cfg.reward_searches)}, the same budget (candidates already trained are reused)", flush=True)
+    phase[0] = "reward comparison"
     picks = reward_picks(cfg, candidates, reward_searches(cfg, candidates, evaluate, run.log))
+    if cfg.reward_searches:
+        print(f"reward comparison: {rounds['reward comparison']} rounds trained new candidates, the others were "
+              f"reused ({time.perf_counter() - start:.0f} s)", flush=True)
 
     def trial(key, tb, f, seed, epochs, init=""):
         args = {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed, "epochs": epochs,
