@@ -294,3 +294,61 @@ def test_random_search_on_another_reward_trains_nothing_new(tmp_path):
     assert not {k for k in finished(cfg) if k.startswith("search@")}
     cols = ["repeat", "step", "canonical", "seed", "val_accuracy", "grad_norm_variance"]
     pd.testing.assert_frame_equal(rc[cols].reset_index(drop=True), c[cols].reset_index(drop=True))
+
+
+def _store_trials(cfg) -> dict[str, list[str]]:
+    store = RunStore.for_config(cfg)
+    try:
+        out = {}
+        for unit, trial in store.db.execute("SELECT unit, trial FROM units"):
+            out.setdefault(trial, []).append(unit)
+        return out
+    finally:
+        store.close()
+
+
+def test_candidates_in_batches_give_the_tables_of_one_per_trial_and_resume_with_another_batch_size(tmp_path):
+    one = run(fs, config(NB, tmp_path / "one", **TOY), evaluator=toy)
+    cut = config(NB, tmp_path / "cut", **TOY, candidate_batch=4)
+    with pytest.raises(TrialsFailed):
+        run(fs, cut, evaluator=Failing(at=100))        # a batch fails as a whole; the batches before it are stored
+    stored = _store_trials(cut)
+    assert any(t.startswith("batch/") and len(u) > 1 for t, u in stored.items())
+    assert max(len(u) for u in stored.values()) <= 4
+    run(fs, dataclasses.replace(cut, candidate_batch=3), evaluator=toy)   # resumed with another batch size
+    a, b = exported(tmp_path / "cut"), exported(tmp_path / "one")
+    for name in b:
+        pd.testing.assert_frame_equal(a[name], b[name], obj=name)
+    units = [u for us in _store_trials(cut).values() for u in us]
+    assert len(units) == len(set(units)) and set(units) == finished(config(NB, tmp_path / "one", **TOY))
+    assert len(one.validation) and not any("unit" in getattr(one, n).columns for n in fs.FormulaSearchResult.EXPORTS)
+
+
+def test_real_candidates_trained_together_match_one_at_a_time(tmp_path):
+    """On the CPU the batched trial's loop is train_candidate itself (the same tables bit for bit); the vmapped
+    stack trains the same candidates to the same numbers up to float32 rounding (bounds as in
+    test_formula_testbeds: 1e4 eps on losses, 2 images on accuracies)."""
+    torch.set_num_threads(1)
+    opts = dict(repeats=3, validation_seeds=3)
+    one = exported_run(tmp_path / "one", **opts)
+    loop = exported_run(tmp_path / "loop", **opts, candidate_batch=8, batch_mechanism="loop")
+    stacked = exported_run(tmp_path / "vmap", **opts, candidate_batch=8, batch_mechanism="vmap")
+    assert any(len(u) > 1 for u in _store_trials(config(NB, tmp_path / "vmap", **opts)).values())
+    f32 = float(np.finfo(np.float32).eps)
+    for name in one:
+        pd.testing.assert_frame_equal(loop[name], one[name], obj=name)
+        a, b = one[name], stacked[name]
+        assert list(a.columns) == list(b.columns) and a.shape == b.shape, name
+        for col in a.columns:
+            if not pd.api.types.is_float_dtype(a[col]):
+                assert a[col].tolist() == b[col].tolist(), (name, col)
+            elif "accuracy" in col or col in ("reward", "best_so_far"):
+                np.testing.assert_allclose(b[col], a[col], atol=2 / 64 + f32, err_msg=f"{name}.{col}")
+            elif col not in ("spearman", "ci_low", "ci_high", "spearman_trained", "trained_ci_low", "trained_ci_high",
+                             "difference", "p_value"):
+                np.testing.assert_allclose(b[col], a[col], rtol=1e4 * f32, atol=1e4 * f32, err_msg=f"{name}.{col}")
+
+
+def exported_run(out, **changes) -> dict:
+    run(fs, config(NB, out, **changes))
+    return exported(out)

@@ -12,7 +12,8 @@ from rlinit_lib.core.params import ParameterError
 from rlinit_lib.formula_search.rewards import (REWARDS, activation_stability, layer_output_stds, loss_slope,
                                               reward_signals)
 from rlinit_lib.formula_search.testbeds import (TESTBEDS, apply_sigma, build, formula_sigmas, gain,
-                                               get_testbed, layer_fans, train_candidate, weight_layers)
+                                               get_testbed, layer_fans, train_candidate, train_candidates,
+                                               weight_layers)
 from rlinit_lib.formula_search.testbeds import Testbed as Bed   # not collected as a test class
 from rlinit_lib.initialisation.theory import critical_scales
 
@@ -227,3 +228,55 @@ def test_gradinit_and_metainit_arms_rescale_each_layer_of_the_he_draw_and_the_ne
     for (_, a1), (_, a2) in zip(seen[0], seen[1]):
         torch.testing.assert_close(a1, a2, rtol=0, atol=0)
     assert not r["diverged"] and r["train_loss"] < r["initial_loss"]
+
+
+# Stacked (vmapped) training sums the same products in another order, so each step's loss differs from the loop's by
+# float32 rounding (a few eps per layer), and that difference grows through the training steps. Bounds: the first
+# loss, one forward pass through `depth` layers, within 16 eps per layer; later losses within 1e4 eps (~1.2e-3
+# relative) after 12 steps; accuracies within 2 of 128 images, whose logits' argmax may flip on a near tie.
+def _close(a, b, rtol):
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=rtol)
+
+
+@pytest.mark.parametrize("bed", [Bed("mlp", 8, 32, "relu", "sgd", 0.01), Bed("mlp", 6, 32, "silu", "adam", 1e-3),
+                                 Bed("cnn", 6, 8, "relu", "sgd", 0.01)], ids=["mlp-sgd", "mlp-adam", "cnn-sgd"])
+def test_stacked_training_equals_the_loop_within_float_rounding_and_keeps_a_diverged_candidate_apart(tiny, bed):
+    model = build(bed, (3, 32, 32), 10)
+    sig = [he(model), he(model, 0.7), he(model, 1e8), [math.nan] + he(model)[1:], he(model)]
+    seeds, dists = [0, 1, 2, 3, 4], ["normal", "uniform", "normal", "normal", "orthogonal"]
+    loop = train_candidates(bed, sig, tiny, seeds, 3, distributions=dists, mechanism="loop")
+    vmap = train_candidates(bed, sig, tiny, seeds, 3, distributions=dists, mechanism="vmap")
+    # the loop is train_candidate one after another
+    alone = train_candidate(bed, sig[1], tiny, 1, 3, distribution="uniform")
+    assert {k: v for k, v in alone.items() if k != "seconds"} == {k: v for k, v in loop[1].items() if k != "seconds"}
+    assert [r["diverged"] for r in loop] == [r["diverged"] for r in vmap] == [False, False, True, True, False]
+    assert vmap[3]["reason"] == "sigma not a finite number > 0" and vmap[3]["epochs"] == 0
+    assert vmap[2]["reason"] == loop[2]["reason"] and vmap[2]["epochs"] == loop[2]["epochs"] == 0
+    assert vmap[2]["steps"] == loop[2]["steps"] and math.isnan(vmap[2]["val_accuracy"])
+    for a, b in zip(loop, vmap):
+        assert set(a) == set(b) and a["steps"] == b["steps"] and a["epochs"] == b["epochs"]
+        if a["diverged"]:
+            continue
+        assert _close(a["initial_loss"], b["initial_loss"], 16 * bed.depth * F32), (a, b)
+        for key in ("train_loss", "loss_slope", "grad_norm_variance", "activation_stability"):
+            assert _close(a[key], b[key], 1e4 * F32), (key, a[key], b[key])
+        for key in ("val_accuracy", "test_accuracy"):
+            assert abs(a[key] - b[key]) <= 2 / 128 + F32, (key, a[key], b[key])
+    dead = train_candidates(bed, [sig[2], sig[2]], tiny, [2, 5], 3, mechanism="vmap")   # every network diverges
+    assert [(r["diverged"], r["reason"], r["steps"]) for r in dead] == [(True, "non-finite loss", 0)] * 2
+    # a diverging neighbour does not perturb the others: the same candidates without it train to the same numbers
+    kept = train_candidates(bed, [sig[0], sig[1], sig[4]], tiny, [0, 1, 4], 3, distributions=[dists[0], dists[1],
+                                                                                          dists[4]], mechanism="vmap")
+    for a, b in zip(kept, [vmap[0], vmap[1], vmap[4]]):
+        assert _close(a["train_loss"], b["train_loss"], 1e4 * F32) and abs(a["val_accuracy"] - b["val_accuracy"]) <= 2 / 128 + F32
+
+
+def test_train_candidates_checks_its_input_in_one_line(tiny):
+    bed = SMALL["mlp"]
+    sig = he(build(bed, (3, 32, 32), 10))
+    for kwargs, name in [(dict(sigmas_list=[]), "sigmas_list"), (dict(seeds=[0, 1]), "seeds"),
+                         (dict(distributions=["normal", "normal"]), "distributions"), (dict(mechanism="jit"), "mechanism"),
+                         (dict(sigmas_list=[sig, sig[:-1]], seeds=[0, 1]), "sigmas")]:
+        args = {"sigmas_list": [sig], "seeds": [0], "mechanism": "vmap", **kwargs}
+        with pytest.raises(ParameterError, match=f"^{name} must"):
+            train_candidates(bed, args.pop("sigmas_list"), tiny, args.pop("seeds"), 1, **args)

@@ -35,6 +35,17 @@ def test_store_keeps_rows_and_units_and_reads_them_back_as_numbers(tmp_path):
         assert s.finished() == {"u1", "u2"} and s.meta("environment") == {"device": "cpu"}
 
 
+def test_unit_rows_reads_one_unit_of_a_batch_trial_or_a_whole_single_trial(tmp_path):
+    with RunStore(tmp_path, "nb", {"a": 1}) as s:
+        s.put("batch/u1/2", {"runs": [{"unit": "u1", "v": 1.0}, {"unit": "u2", "v": 2.0}], "other": [{"unit": "u2"}]},
+              units=["u1", "u2"])
+        s.put("u3", {"runs": [{"v": 3.0}, {"v": 4.0}]})
+        assert s.unit_rows("u1") == {"runs": [{"unit": "u1", "v": 1.0}], "other": []}
+        assert s.unit_rows("u2") == {"runs": [{"unit": "u2", "v": 2.0}], "other": [{"unit": "u2"}]}
+        assert s.unit_rows("u3") == s.trial_rows("u3") == {"runs": [{"v": 3.0}, {"v": 4.0}]}
+        assert s.unit_rows("u4") == {} and s.unit_rows("batch/u1/2") == {}
+
+
 def test_changed_identity_and_another_notebook_are_refused_in_one_line(tmp_path):
     RunStore(tmp_path, "nb", {"epochs": 1, "lr": 0.1}).close()
     with pytest.raises(ParameterError, match=r"^output_dir '.*' holds a run with lr=0.1 \(now lr=0.2\); use another "

@@ -69,6 +69,19 @@ class StackedModels:
         return m
 
 
+def masked_step(opt: torch.optim.Optimizer, logits: torch.Tensor, y: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """One optimiser step of K stacked networks on their mean cross-entropy losses (``logits`` (K, B, classes), ``y``
+    (K, B)). A network whose loss is not finite is marked dead in ``alive`` (in place, no host sync) and left out of
+    the summed loss from this step on, so it cannot perturb the others. Returns the (K,) losses, detached."""
+    k, b = y.shape
+    losses = F.cross_entropy(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
+    alive &= torch.isfinite(losses)
+    opt.zero_grad(set_to_none=True)
+    torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+    opt.step()
+    return losses.detach()
+
+
 @torch.no_grad()
 def evaluate_many(stack: StackedModels, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Accuracy of each stacked network on the same test set, shape (K,)."""
@@ -161,12 +174,8 @@ def train_many(
                     logits = stack(normalise(data.x_train[idx]), shared_input=False).float()
                     y = data.y_train[idx]
             b = y.shape[1]
-            losses = F.cross_entropy(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
-            alive &= torch.isfinite(losses)
-            opt.zero_grad(set_to_none=True)
-            torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
-            opt.step()
-            loss_sum += torch.where(alive, losses.detach(), 0.0) * b
+            losses = masked_step(opt, logits, y, alive)
+            loss_sum += torch.where(alive, losses, 0.0) * b
             correct += torch.where(alive, (logits.argmax(-1) == y).sum(1).float(), 0.0)
         with autocast(precision, dev):
             evaluating = eval_every_epoch or epoch == epochs - 1

@@ -213,6 +213,17 @@ class RunStore:
             out.setdefault(tbl, []).append(json.loads(data))
         return out
 
+    def unit_rows(self, unit: str) -> dict[str, list[dict]]:
+        """The rows of one finished unit: its trial's rows, or, where a trial finished several units at once (a batch),
+        those whose ``unit`` field names it. Empty when the unit is not finished."""
+        found = self.db.execute("SELECT trial FROM units WHERE unit = ?", (unit,)).fetchone()
+        if found is None:
+            return {}
+        rows = self.trial_rows(found[0])
+        if found[0] == unit:
+            return rows
+        return {tbl: [r for r in rs if r.get("unit") == unit] for tbl, rs in rows.items()}
+
     def table(self, name: str, columns: list[str] | None = None, sort: list[str] | None = None,
               trials: Iterable[str] | None = None) -> pd.DataFrame:
         """The rows of table ``name`` (all, or those written by ``trials``; in the order written, or sorted

@@ -5,7 +5,8 @@ A study is a module (one per notebook) that defines
 * ``Config``, its config class (``core.params``), and ``QUESTION``, what the notebook asks, in one sentence;
 * ``trials(cfg, run)``: hands its trials to ``run(trials, desc)`` (a list of ``core.trials.Trial``; a fixed
   design calls it once, a sequential search once per round and reads each round's rows back; ``run.log``
-  logs the study's own metrics to the run's tracker, ``run.finished()`` the units already in the store);
+  logs the study's own metrics to the run's tracker, ``run.finished()`` the units already in the store,
+  ``run.unit_rows(unit)`` one unit's rows, also where a batch trial finished several units);
 * ``tables(cfg, store, keys) -> Result``: the result tables read back from the run store (``keys``: every
   trial ``run`` was given), as a dataclass whose ``EXPORTS`` (a class attribute) name its DataFrame fields;
 * ``report(cfg, result) -> core.notebook.Report`` and ``verdicts(cfg, result) -> DataFrame`` (the rows of
@@ -58,6 +59,7 @@ def run(study: ModuleType, cfg, **hooks):
 
             run_round.log = tracker.log          # a study's own metrics (a search's episodes) go to the same run
             run_round.finished = store.finished  # what an earlier run finished (a study that groups trials by it)
+            run_round.unit_rows = store.unit_rows  # one unit's rows, also when a batch trial finished it
             study.trials(cfg, run_round, **hooks)
         result = study.tables(cfg, store, keys)
         for name in result.EXPORTS:

@@ -69,9 +69,15 @@ its best candidate by its own reward; that pick is re-trained for
 reward is compared with ``reward`` on the mean test accuracy of its repeats' picks, paired by repeat, in the
 exploratory family.
 
-Left out (issue 27 items not built here): training many candidates at once in one batched network (candidates
-train one per trial, in parallel on the executor's workers), and the data-driven baselines' cost in a budget
-(they are re-training arms only).
+**Many candidates at once** (issue 27, item 7; ``candidate_batch``, ``batch_mechanism``): the unfinished
+candidates of a search round, and of the re-training, transfer and fidelity trials grouped by testbed and epochs,
+go ``candidate_batch`` to a trial (``batched_trials``), which trains them together (``testbeds.train_candidates``:
+one vmapped stack of networks on a GPU, one after another on a CPU, where the executor's workers run trials in
+parallel instead). Each candidate keeps its own seeds and divergence, so the rows are the loop's up to float
+rounding on the GPU and bit for bit on the CPU (a test compares the tables). Default: 1 on the CPU,
+``GPU_CANDIDATE_BATCH`` on CUDA.
+
+Left out: the data-driven baselines' cost in a budget (they are re-training arms only; they train one per trial).
 """
 from __future__ import annotations
 
@@ -103,7 +109,8 @@ from rlinit_lib.formula_search.grammar import (CONSTANTS, DISTRIBUTIONS, KNOWN, 
                                                Formula, Grammar, _names, parse)
 from rlinit_lib.formula_search.rewards import DIRECTION, REWARDS
 from rlinit_lib.formula_search.searchers import MAX_BUDGET, SEARCHERS, Searcher, make_searcher
-from rlinit_lib.formula_search.testbeds import TESTBEDS, build, gain, get_testbed, layer_fans, train_candidate
+from rlinit_lib.formula_search.testbeds import (MECHANISMS, TESTBEDS, build, gain, get_testbed, layer_fans,
+                                               train_candidate, train_candidates)
 from rlinit_lib.initialisation.data_driven import gradinit, lsuv_init, metainit
 
 SEARCH_SALT, SEARCHER_SALT, VALIDATION_SALT, FIDELITY_SALT = 701, 702, 703, 704   # this notebook's own seeds
@@ -190,6 +197,8 @@ class FormulaSearchConfig(DataFields, RunFields):
     fidelity_seeds: int = param(3, Int(low=1, high=1_000), identity=False)   # fresh seeds per fidelity formula
     sesoi: float = param(0.005, Float(low=0.0, low_open=True))       # smallest test-accuracy difference of interest
     search_sesoi: float = param(0.005, Float(low=0.0, low_open=True))  # same, for best-so-far reward (its units)
+    candidate_batch: int | None = param(None, Int(low=1, optional=True, high=100_000), identity=False)  # None: auto
+    batch_mechanism: str = param("auto", Choice(MECHANISMS), identity=False)   # auto: vmap on CUDA, loop elsewhere
     device: str = param("auto", device_rule, identity=False)   # auto | cpu | cuda | mps
     output_dir: str = param("outputs/07_formula_search", identity=False)
 
@@ -224,6 +233,12 @@ class FormulaSearchConfig(DataFields, RunFields):
     def candidates_per_search(self) -> int:
         return self.budget // self.proxy_epochs
 
+    def batch_size(self) -> int:
+        """Candidates per trial (``candidate_batch``; None: ``GPU_CANDIDATE_BATCH`` on CUDA, 1 elsewhere)."""
+        if self.candidate_batch is not None:
+            return self.candidate_batch
+        return GPU_CANDIDATE_BATCH if pick_device(self.device).type == "cuda" else 1
+
     def environment(self) -> dict:
         """The environment record, with the device the trials train on."""
         return environment_info(pick_device(self.device))
@@ -247,6 +262,8 @@ class FormulaSearchConfig(DataFields, RunFields):
 
 
 Config = FormulaSearchConfig
+GPU_CANDIDATE_BATCH = 64    # candidates trained at once on a GPU when candidate_batch is None (one search round
+                            # is searchers x repeats of them; the checks' trials come in larger groups)
 
 
 # ---- one candidate ----
@@ -288,6 +305,21 @@ def data_driven_init(name: str, seed: int, options: dict | None = None, optimise
     raise ParameterError(f"init must be one of {', '.join(DATA_DRIVEN)} (got {name!r})")
 
 
+def _candidate_row(f: Formula, init: str, seed: int, out: dict) -> dict:
+    """A trained candidate's row of table ``runs`` from ``train_candidate``'s result (or a toy evaluator's)."""
+    row = {"canonical": arm_id(f, init), "tokens": " ".join(f.tokens), "distribution": f.distribution, "seed": seed}
+    row.update({k: out.get(k, math.nan) for k in TRAINED_COLUMNS})
+    row["diverged"] = bool(row["diverged"])
+    row["reason"] = str(row["reason"] or "")
+    return row
+
+
+def _images(data: dict):
+    device = str(pick_device(data["device"]))
+    return device, load_cached(data["dataset"], data["data_root"], data["train_subset"], data["test_subset"], device,
+                               data["val_size"])
+
+
 def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: int,
                     evaluator: Callable | None = None, init: str = "", init_options: dict | None = None) -> dict:
     """One formula trained on ``testbed`` for ``epochs`` with ``seed``: the row of table ``runs`` (validation and
@@ -298,19 +330,75 @@ def candidate_trial(data: dict, testbed: str, formula: dict, seed: int, epochs: 
     if evaluator is not None:
         out = dict(evaluator(testbed, f, seed, epochs))
     else:
-        device = str(pick_device(data["device"]))
-        images = load_cached(data["dataset"], data["data_root"], data["train_subset"], data["test_subset"], device,
-                             data["val_size"])
+        device, images = _images(data)
         fans, g = network_fans(testbed, data["dataset"])
         sigmas = [float(s) for s in f.per_layer(fans, g)]
         out = train_candidate(get_testbed(testbed), sigmas, images, seed, epochs, distribution=f.distribution,
                               device=device, init_fn=data_driven_init(init, seed, init_options,
                                                                       get_testbed(testbed).optimiser) if init else None)
-    row = {"canonical": arm_id(f, init), "tokens": " ".join(f.tokens), "distribution": f.distribution, "seed": seed}
-    row.update({k: out.get(k, math.nan) for k in TRAINED_COLUMNS})
-    row["diverged"] = bool(row["diverged"])
-    row["reason"] = str(row["reason"] or "")
+    row = _candidate_row(f, init, seed, out)
     return {"runs": [row], "_log": {"formula/val_accuracy": row["val_accuracy"]}}
+
+
+def candidates_trial(data: dict, testbed: str, items: list[dict], epochs: int, evaluator: Callable | None = None,
+                     mechanism: str = "auto") -> dict:
+    """Several formulas (``items``: ``unit``, ``formula``, ``seed`` each) trained on one ``testbed`` for ``epochs``
+    at once (``testbeds.train_candidates`` with ``mechanism``): one row of table ``runs`` per item, as
+    :func:`candidate_trial` writes it, plus its ``unit`` (the run store gives each unit its row back,
+    ``RunStore.unit_rows``). With ``evaluator`` each item is evaluated in turn (tests)."""
+    formulas = [Formula.from_dict(it["formula"]) for it in items]
+    seeds = [int(it["seed"]) for it in items]
+    if evaluator is not None:
+        outs = [dict(evaluator(testbed, f, seed, epochs)) for f, seed in zip(formulas, seeds)]
+    else:
+        device, images = _images(data)
+        fans, g = network_fans(testbed, data["dataset"])
+        outs = train_candidates(get_testbed(testbed), [[float(s) for s in f.per_layer(fans, g)] for f in formulas],
+                                images, seeds, epochs, distributions=[f.distribution for f in formulas], device=device,
+                                mechanism=mechanism)
+    rows = [{"unit": it["unit"], **_candidate_row(f, "", seed, out)}
+            for it, f, seed, out in zip(items, formulas, seeds, outs)]
+    return {"runs": rows, "_log": {"formula/val_accuracy": max((r["val_accuracy"] for r in rows), default=math.nan)}}
+
+
+def batched_trials(cfg: "FormulaSearchConfig", specs: dict, done: set, evaluator: Callable | None = None) -> list[Trial]:
+    """The trials that train ``specs`` (``{unit: (testbed, formula, seed, epochs, init)}``). With
+    ``cfg.batch_size()`` 1, one :func:`candidate_trial` per unit keyed by it (finished ones too: the runner skips
+    them). Otherwise the units not in ``done`` without a data-driven ``init`` are grouped by (testbed, epochs), in
+    order, into :func:`candidates_trial` trials of up to that many, keyed ``batch/<first unit>/<count>`` (a group of
+    one stays a :func:`candidate_trial`); the data-driven arms stay one per trial. Only unfinished units are
+    grouped, so a run resumed with another ``candidate_batch`` never trains a unit twice."""
+    data, size = cfg.data(), cfg.batch_size()
+
+    def single(key, tb, f, seed, epochs, init):
+        args = {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed, "epochs": epochs,
+                "evaluator": evaluator}
+        if init:
+            args |= {"init": init, "init_options": cfg.init_options()}
+        return Trial(key, candidate_trial, args, work={"child epochs": epochs})
+
+    if size == 1:
+        return [single(key, *spec) for key, spec in specs.items()]
+    out, groups = [], {}
+    for key, (tb, f, seed, epochs, init) in specs.items():
+        if key in done:
+            continue
+        if init:
+            out.append(single(key, tb, f, seed, epochs, init))
+        else:
+            groups.setdefault((tb, epochs), []).append((key, f, seed))
+    for (tb, epochs), members in groups.items():
+        for i in range(0, len(members), size):
+            chunk = members[i:i + size]
+            if len(chunk) == 1:
+                out.append(single(chunk[0][0], tb, chunk[0][1], chunk[0][2], epochs, ""))
+                continue
+            items = [{"unit": key, "formula": f.to_dict(), "seed": seed} for key, f, seed in chunk]
+            out.append(Trial(f"batch/{chunk[0][0]}/{len(chunk)}", candidates_trial,
+                             {"data": data, "testbed": tb, "items": items, "epochs": epochs, "evaluator": evaluator,
+                              "mechanism": cfg.batch_mechanism},
+                             units=tuple(key for key, *_ in chunk), work={"child epochs": epochs * len(chunk)}))
+    return out
 
 
 def scored_reward(row: dict, reward: str) -> float:
@@ -653,22 +741,19 @@ def fidelity_tables(cfg: FormulaSearchConfig, candidates: pd.DataFrame, rows: Ca
 def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> None:
     """The searches (one round of trials per step), then the re-training and transfer trials.
     ``evaluator(testbed, formula, seed, epochs) -> dict`` replaces the training (tests use a toy reward)."""
-    data = cfg.data()
     n = cfg.candidates_per_search()
     rounds, start = {"search": 0, "reward comparison": 0}, time.perf_counter()
     phase = ["search"]
 
     def evaluate(items):
         rounds[phase[0]] += 1
+        specs = {key: (cfg.testbed, f, seed, cfg.proxy_epochs, "") for key, f, seed in items}
         with contextlib.redirect_stdout(io.StringIO()):   # one line per round would be n lines: ours say less
-            out = run([Trial(key, candidate_trial, {"data": data, "testbed": cfg.testbed, "formula": f.to_dict(),
-                                                    "seed": seed, "epochs": cfg.proxy_epochs, "evaluator": evaluator},
-                             work={"child epochs": cfg.proxy_epochs}) for key, f, seed in items], "candidates",
-                      progress=False)
+            run(batched_trials(cfg, specs, run.finished(), evaluator), "candidates", progress=False)
         if phase[0] == "search" and rounds["search"] % max(1, n // 4) == 0:
             print(f"search: round {rounds['search']} of at most {n} done ({time.perf_counter() - start:.0f} s)",
                   flush=True)
-        return {k: v["runs"][0] for k, v in out.items()}
+        return {key: _rows_for(run.unit_rows, key) for key, *_ in items}
 
     print(f"search: {len(cfg.searchers)} searchers x {cfg.repeats} repeats x up to {n} candidates of "
           f"{cfg.proxy_epochs} epochs = {len(cfg.searchers) * cfg.repeats * n * cfg.proxy_epochs:,} child epochs on "
@@ -683,17 +768,12 @@ def trials(cfg: FormulaSearchConfig, run, evaluator: Callable | None = None) -> 
         print(f"reward comparison: {rounds['reward comparison']} rounds trained new candidates, the others were "
               f"reused ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    def trial(key, tb, f, seed, epochs, init=""):
-        args = {"data": data, "testbed": tb, "formula": f.to_dict(), "seed": seed, "epochs": epochs,
-                "evaluator": evaluator, "init": init, **({"init_options": cfg.init_options()} if init else {})}
-        return Trial(key, candidate_trial, args, work={"child epochs": epochs})
-
-    checks = {key: trial(key, tb, f, seed, cfg.long_epochs, init)
-              for key, tb, f, _, seed, init in check_items(cfg, candidates)}
-    checks |= {key: trial(key, cfg.testbed, f, seed, cfg.long_epochs) for key, f, _, seed in
-               reward_pick_items(cfg, picks) if key not in checks}
-    checks |= {key: trial(key, cfg.testbed, f, seed, epochs) for key, f, seed, epochs in fidelity_items(cfg, candidates)}
-    run(list(checks.values()), "re-training, transfer, reward comparison and reward fidelity")
+    checks = {key: (tb, f, seed, cfg.long_epochs, init) for key, tb, f, _, seed, init in check_items(cfg, candidates)}
+    checks |= {key: (cfg.testbed, f, seed, cfg.long_epochs, "") for key, f, _, seed in reward_pick_items(cfg, picks)
+               if key not in checks}
+    checks |= {key: (cfg.testbed, f, seed, epochs, "") for key, f, seed, epochs in fidelity_items(cfg, candidates)}
+    run(batched_trials(cfg, checks, run.finished(), evaluator),
+        "re-training, transfer, reward comparison and reward fidelity")
 
 
 # ---- tables ----
@@ -713,11 +793,13 @@ class FormulaSearchResult:
                "reward_candidates", "reward_comparison")
 
 
-def _rows_for(store: RunStore, key: str) -> dict:
-    rows = store.trial_rows(key).get("runs")
+def _rows_for(store: RunStore | Callable, key: str) -> dict:
+    """The ``runs`` row of unit ``key`` (``store.unit_rows``, or that function itself), without its ``unit``."""
+    rows = (store.unit_rows if isinstance(store, RunStore) else store)(key).get("runs")
     if not rows:
-        raise StoreError(f"trial {key} is not in the run store at {store.path}; run the study again to finish it")
-    return rows[0]
+        where = f" at {store.path}" if isinstance(store, RunStore) else ""
+        raise StoreError(f"trial {key} is not in the run store{where}; run the study again to finish it")
+    return {k: v for k, v in rows[0].items() if k != "unit"}
 
 
 def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> FormulaSearchResult:

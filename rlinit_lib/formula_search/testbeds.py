@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlinit_lib.children.batched import StackedModels, evaluate_many, masked_step
 from rlinit_lib.children.networks import SimpleCNN
 from rlinit_lib.children.training import evaluate
 from rlinit_lib.core.data import ImageData, normalise
@@ -50,12 +51,14 @@ from rlinit_lib.initialisation.theory import critical_scales
 KINDS = ("mlp", "cnn", "simplecnn")
 TESTBED_ACTIVATIONS = ("relu", "tanh", "silu")
 OPTIMISERS = ("sgd", "adam")
+MECHANISMS = ("auto", "loop", "vmap")   # train_candidates: vmap on CUDA, one after another elsewhere
 DISTRIBUTIONS = ("normal", "uniform", "orthogonal")
 SGD_MOMENTUM = 0.9
 SIMPLECNN_DEPTH = 5          # Table 3.1: three convolutions, two Linear layers
 SIMPLECNN_WIDTH = 256        # Table 3.1's hidden units; other widths scale every channel count with it
 FASHION_BORDER = 2           # core.data pads Fashion-MNIST's 28x28 images by 2 pixels to 32x32
 EVAL_BATCH = 1024
+ALL_DEAD_CHECK = 16          # train_candidates' vmap path stops an epoch early once every network has diverged
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 
 
@@ -248,10 +251,12 @@ def weights_finite(model: nn.Module) -> bool:
 
 # ---- one candidate's training ----
 
-def _optimiser(testbed: Testbed, model: nn.Module) -> torch.optim.Optimizer:
+def _optimiser(testbed: Testbed, params) -> torch.optim.Optimizer:
+    """The testbed's optimiser over ``params``. Both are elementwise, so one over K stacked networks' tensors is K
+    independent optimisers (``train_candidates``)."""
     if testbed.optimiser == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=testbed.lr, momentum=SGD_MOMENTUM)
-    return torch.optim.Adam(model.parameters(), lr=testbed.lr)
+        return torch.optim.SGD(params, lr=testbed.lr, momentum=SGD_MOMENTUM)
+    return torch.optim.Adam(params, lr=testbed.lr)
 
 
 def _diverged_result(rewards: Sequence[str], reason: str, seconds: float) -> dict:
@@ -259,6 +264,23 @@ def _diverged_result(rewards: Sequence[str], reason: str, seconds: float) -> dic
            "epochs": 0, "steps": 0, "initial_loss": math.nan, "train_loss": math.nan, "seconds": seconds}
     out.update(reward_signals({}, [], math.nan, diverged=True, which=rewards))
     return out
+
+
+def _check_training(testbed, seeds, epochs, distributions, probe_size, slope_steps, rewards, data) -> None:
+    """The checks of a training's arguments, before any work; one line naming the first bad one."""
+    if not isinstance(testbed, Testbed):
+        raise ParameterError(f"testbed must be a Testbed (got {type(testbed).__name__})")
+    for seed in seeds:
+        check_int("seed", seed, low=0)
+    Int(1, 10000)("epochs", epochs)
+    for d in distributions:
+        check_choice("distribution", d, DISTRIBUTIONS)
+    Int(1, 100000)("probe_size", probe_size)
+    Int(2, 100000)("slope_steps", slope_steps)
+    for r in rewards:
+        check_choice("rewards", r, REWARDS)
+    if data.x_val is None:
+        raise ParameterError(f"data must have a validation split (load it with val_size; got {data!r})")
 
 
 def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, seed: int, epochs: int, *,
@@ -278,17 +300,7 @@ def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, 
     order of its own, ``stream_seed(seed, 'init_batch')``, ``batch_size`` normalised images each); the init signals
     are measured after it. Never raises for a bad candidate: it comes back diverged."""
     start = time.perf_counter()
-    if not isinstance(testbed, Testbed):
-        raise ParameterError(f"testbed must be a Testbed (got {type(testbed).__name__})")
-    check_int("seed", seed, low=0)
-    Int(1, 10000)("epochs", epochs)
-    check_choice("distribution", distribution, DISTRIBUTIONS)
-    Int(1, 100000)("probe_size", probe_size)
-    Int(2, 100000)("slope_steps", slope_steps)
-    for r in rewards:
-        check_choice("rewards", r, REWARDS)
-    if data.x_val is None:
-        raise ParameterError(f"data must have a validation split (load it with val_size; got {data!r})")
+    _check_training(testbed, [seed], epochs, [distribution], probe_size, slope_steps, rewards, data)
     dev = pick_device(device if device is not None else str(data.device))
     data = data if data.device == dev else data.to(dev)
     model = build(testbed, tuple(data.x_train.shape[1:]), data.num_classes, seed)
@@ -312,7 +324,7 @@ def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, 
 
     probe_x, probe_y = prep(data.x_train[:probe_size]), data.y_train[:probe_size]
     init = init_signals(model, probe_x, probe_y)
-    opt = _optimiser(testbed, model)
+    opt = _optimiser(testbed, model.parameters())
     order = torch.Generator().manual_seed(stream_seed(seed, "data_order"))
     n, bs = len(data.y_train), testbed.batch_size
     losses, reason, epoch_loss = [], "", math.nan
@@ -349,4 +361,131 @@ def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, 
            "steps": len(losses), "initial_loss": losses[0], "train_loss": epoch_loss}
     out.update(reward_signals(init, losses[:slope_steps], val, diverged=False, which=rewards))
     out["seconds"] = time.perf_counter() - start
+    return out
+
+
+# ---- many candidates at once ----
+
+def train_candidates(testbed: Testbed, sigmas_list: Sequence[Sequence[float]], data: ImageData, seeds: Sequence[int],
+                     epochs: int, *, rewards: Sequence[str] = REWARDS, distributions: Sequence[str] | None = None,
+                     device=None, probe_size: int = 256, slope_steps: int = 50, mechanism: str = "auto") -> list[dict]:
+    """:func:`train_candidate` for K candidates (``sigmas_list[k]``, ``seeds[k]``, ``distributions[k]``, default
+    normal) on one testbed: one result dict each, with the same keys and semantics.
+
+    ``mechanism``: ``loop`` calls :func:`train_candidate` K times (the same numbers by construction); ``vmap``
+    stacks the K networks (``children.batched.StackedModels``) and trains them as one vmapped function with one
+    optimiser over the stacked tensors (SGD with momentum and Adam are elementwise, so that is K independent
+    optimisers). Each network keeps its own init draw, batch order (``stream_seed(seed, 'data_order')``), loss
+    and divergence: a network whose loss turns non-finite is frozen out of the summed loss from that step (no
+    operation mixes networks, so it cannot perturb the others) and reported as ``train_candidate`` reports it
+    (``epochs`` and ``steps`` run, the first loss); one whose weights become non-finite is caught at the epoch's
+    end, as there. A diverged network still costs its share of each step until every network of the stack has
+    diverged (checked every ``ALL_DEAD_CHECK`` steps), where the loop stops it at once. The numbers equal the loop's
+    up to float rounding (batched matmuls sum in another order; tests bound the difference). ``auto``: vmap on CUDA, the
+    loop elsewhere (as ``children.batched.train_many``). ``seconds`` is the vmapped wall time shared equally."""
+    start = time.perf_counter()
+    check_choice("mechanism", mechanism, MECHANISMS)
+    k = len(sigmas_list)
+    if k == 0:
+        raise ParameterError("sigmas_list must hold at least one candidate's sigmas (got none)")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != k:
+        raise ParameterError(f"seeds must have one seed per candidate ({k}) (got {len(seeds)})")
+    distributions = ["normal"] * k if distributions is None else list(distributions)
+    if len(distributions) != k:
+        raise ParameterError(f"distributions must have one entry per candidate ({k}) (got {len(distributions)})")
+    dev = pick_device(device if device is not None else str(data.device))
+    if mechanism == "auto":
+        mechanism = "vmap" if dev.type == "cuda" else "loop"
+    opts = dict(rewards=rewards, device=dev, probe_size=probe_size, slope_steps=slope_steps)
+    if mechanism == "loop" or k == 1:
+        return [train_candidate(testbed, s, data, seed, epochs, distribution=d, **opts)
+                for s, seed, d in zip(sigmas_list, seeds, distributions)]
+
+    _check_training(testbed, seeds, epochs, distributions, probe_size, slope_steps, rewards, data)
+    data = data if data.device == dev else data.to(dev)
+    results: list[dict | None] = [None] * k
+    models, where, inits = [], [], []
+    probe_x, probe_y = normalise(data.x_train[:probe_size]), data.y_train[:probe_size]
+    for j, (sigmas, seed, d) in enumerate(zip(sigmas_list, seeds, distributions)):
+        model = build(testbed, tuple(data.x_train.shape[1:]), data.num_classes, seed)
+        n_layers = len(weight_layers(model))
+        if len(sigmas) != n_layers:
+            raise ParameterError(f"sigmas must hold one value per weight layer ({n_layers}; got {len(sigmas)})")
+        if not valid_sigmas(sigmas):
+            results[j] = _diverged_result(rewards, "sigma not a finite number > 0", 0.0)
+            continue
+        apply_sigma(model, sigmas, d, seed)
+        if not weights_finite(model):
+            results[j] = _diverged_result(rewards, "non-finite weights at init", 0.0)
+            continue
+        model = model.to(dev)
+        inits.append(init_signals(model, probe_x, probe_y))
+        models.append(model)
+        where.append(j)
+    if models:
+        for j, out in zip(where, _train_stacked(testbed, models, [seeds[j] for j in where], data, epochs, inits,
+                                                rewards, slope_steps)):
+            results[j] = out
+    seconds = (time.perf_counter() - start) / k
+    for out in results:
+        out["seconds"] = seconds
+    return results
+
+
+def _train_stacked(testbed: Testbed, models: list[nn.Module], seeds: list[int], data: ImageData, epochs: int,
+                   inits: list[dict], rewards: Sequence[str], slope_steps: int) -> list[dict]:
+    """The vmap path of :func:`train_candidates` for M valid networks; one result dict each (no ``seconds``)."""
+    m, dev = len(models), data.x_train.device
+    stack = StackedModels(models)
+    opt = _optimiser(testbed, list(stack.params.values()))
+    orders = [torch.Generator().manual_seed(stream_seed(seed, "data_order")) for seed in seeds]
+    n, bs = len(data.y_train), testbed.batch_size
+    alive = torch.ones(m, dtype=torch.bool, device=dev)
+    losses: list[list[float]] = [[] for _ in range(m)]
+    reasons, epochs_run, epoch_loss = [""] * m, [0] * m, [math.nan] * m
+    for epoch in range(epochs):
+        perms = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(dev)     # (M, n)
+        step_losses, sizes = [], []
+        for i in range(0, n, bs):
+            idx = perms[:, i:i + bs]
+            logits = stack(normalise(data.x_train[idx]), shared_input=False)           # (M, B, classes)
+            step_losses.append(masked_step(opt, logits, data.y_train[idx], alive))
+            sizes.append(idx.shape[1])
+            if len(sizes) % ALL_DEAD_CHECK == 0 and not bool(alive.any()):   # one host sync per ALL_DEAD_CHECK steps
+                break
+        table = torch.stack(step_losses).cpu().tolist()                                 # (steps, M), on the host once
+        finite_weights = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in stack.params.values()]).all(0)
+        for j in range(m):
+            if reasons[j]:
+                continue
+            total = 0.0
+            for value, b in zip((row[j] for row in table), sizes):
+                if not math.isfinite(value):
+                    reasons[j] = "non-finite loss"
+                    break
+                losses[j].append(value)
+                total += value * b
+            if not reasons[j] and not bool(finite_weights[j]):
+                reasons[j] = "non-finite weights"
+            if reasons[j]:
+                epochs_run[j] = epoch
+                continue
+            epochs_run[j], epoch_loss[j] = epoch + 1, total / n
+        alive &= torch.tensor([not r for r in reasons], device=dev)
+        if not any(not r for r in reasons):
+            break
+    val = evaluate_many(stack, data.x_val, data.y_val, EVAL_BATCH).tolist()
+    test = evaluate_many(stack, data.x_test, data.y_test, EVAL_BATCH).tolist()
+    out = []
+    for j in range(m):
+        if reasons[j]:
+            r = _diverged_result(rewards, reasons[j], 0.0)
+            r.update(epochs=epochs_run[j], steps=len(losses[j]), initial_loss=losses[j][0] if losses[j] else math.nan)
+        else:
+            r = {"val_accuracy": val[j], "test_accuracy": test[j], "diverged": False, "reason": "",
+                 "epochs": epochs_run[j], "steps": len(losses[j]), "initial_loss": losses[j][0],
+                 "train_loss": epoch_loss[j]}
+            r.update(reward_signals(inits[j], losses[j][:slope_steps], val[j], diverged=False, which=rewards))
+        out.append(r)
     return out
