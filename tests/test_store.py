@@ -44,6 +44,9 @@ def test_unit_rows_reads_one_unit_of_a_batch_trial_or_a_whole_single_trial(tmp_p
         assert s.unit_rows("u2") == {"runs": [{"unit": "u2", "v": 2.0}], "other": [{"unit": "u2"}]}
         assert s.unit_rows("u3") == s.trial_rows("u3") == {"runs": [{"v": 3.0}, {"v": 4.0}]}
         assert s.unit_rows("u4") == {} and s.unit_rows("batch/u1/2") == {}
+        s.put("chunk", {"runs": [{"v": 5.0}, {"v": 6.0}]}, units=["u5", "u6"])    # a batch whose rows name no unit
+        with pytest.raises(StoreError, match="^trial chunk finished several units but its rows do not name them"):
+            s.unit_rows("u5")
 
 
 def test_changed_identity_and_another_notebook_are_refused_in_one_line(tmp_path):

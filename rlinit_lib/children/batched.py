@@ -84,14 +84,14 @@ def masked_step(opt: torch.optim.Optimizer, logits: torch.Tensor, y: torch.Tenso
 
 @torch.no_grad()
 def evaluate_many(stack: StackedModels, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Accuracy of each stacked network on the same test set, shape (K,)."""
+    """Accuracy of each stacked network on the same test set, shape (K,), float64 on the CPU."""
     stack.train(False)
     correct = torch.zeros(stack.k, device=y.device)
     for i in range(0, len(y), batch_size):
         logits = stack(normalise(x[i:i + batch_size]), shared_input=True)
         correct += (logits.argmax(-1) == y[i:i + batch_size]).sum(1)
     stack.train(True)
-    return correct / len(y)
+    return correct.cpu().double() / len(y)    # exact fractions, as the single-model evaluate's
 
 
 def train_many(

@@ -215,14 +215,18 @@ class RunStore:
 
     def unit_rows(self, unit: str) -> dict[str, list[dict]]:
         """The rows of one finished unit: its trial's rows, or, where a trial finished several units at once (a batch),
-        those whose ``unit`` field names it. Empty when the unit is not finished."""
+        those whose ``unit`` field names it (a StoreError where such a trial's rows name no unit). Empty when the unit
+        is not finished."""
         found = self.db.execute("SELECT trial FROM units WHERE unit = ?", (unit,)).fetchone()
         if found is None:
             return {}
         rows = self.trial_rows(found[0])
-        if found[0] == unit:
+        if self.db.execute("SELECT COUNT(*) FROM units WHERE trial = ?", found).fetchone()[0] == 1:
             return rows
-        return {tbl: [r for r in rs if r.get("unit") == unit] for tbl, rs in rows.items()}
+        if any("unit" not in r for rs in rows.values() for r in rs):
+            raise StoreError(f"trial {found[0]} finished several units but its rows do not name them: read it whole "
+                             f"with trial_rows (unit {unit!r} in {self.path})")
+        return {tbl: [r for r in rs if r["unit"] == unit] for tbl, rs in rows.items()}
 
     def table(self, name: str, columns: list[str] | None = None, sort: list[str] | None = None,
               trials: Iterable[str] | None = None) -> pd.DataFrame:
