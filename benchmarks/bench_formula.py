@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def main(argv=None) -> dict:
                 "candidates_per_hour": 3600 * a.k / float(np.median(t)), "runs_s": t} for m, t in times.items()}
     out = {"testbed": a.testbed, "k": a.k, "epochs": a.epochs, "train_subset": a.train_subset, "threads": a.threads,
            "repeat": a.repeat, "max_val_accuracy_gap": gap, "paths": rows, "environment": env,
-           "command": "python -m benchmarks.bench_formula " + " ".join(argv or [])}
+           "command": "python -m benchmarks.bench_formula " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(f"\n{a.testbed}, {a.epochs} epoch(s) on {a.train_subset} images, K = {a.k}, {dev}, "
           f"flags {' '.join(env.get('cpu_flags', []))}")
     print("| path | s per candidate (median) | candidates per hour |\n|---|---|---|")

@@ -361,12 +361,12 @@ def candidates_trial(data: dict, testbed: str, items: list[dict], epochs: int, e
     return {"runs": rows, "_log": {"formula/val_accuracy": max((r["val_accuracy"] for r in rows), default=math.nan)}}
 
 
-def batched_trials(cfg: "FormulaSearchConfig", specs: dict, done: set, evaluator: Callable | None = None) -> list[Trial]:
-    """The trials that train ``specs`` (``{unit: (testbed, formula, seed, epochs, init)}``). With
-    ``cfg.batch_size()`` 1, one :func:`candidate_trial` per unit keyed by it (finished ones too: the runner skips
-    them). Otherwise the units not in ``done`` without a data-driven ``init`` are grouped by (testbed, epochs), in
-    order, into :func:`candidates_trial` trials of up to that many, keyed ``batch/<first unit>/<count>`` (a group of
-    one stays a :func:`candidate_trial`); the data-driven arms stay one per trial. Only unfinished units are
+def batched_trials(cfg: "FormulaSearchConfig", specs: dict, done: set, evaluator: Callable | None = None
+                   ) -> list[Trial]:
+    """The trials that train the units of ``specs`` (``{unit: (testbed, formula, seed, epochs, init)}``) not in
+    ``done``: those without a data-driven ``init`` grouped by (testbed, epochs), in order, into
+    :func:`candidates_trial` trials of up to ``cfg.batch_size()``, keyed ``batch/<first unit>/<count>``; a group of
+    one, and each data-driven arm, is a :func:`candidate_trial` keyed by its unit. Only unfinished units are
     grouped, so a run resumed with another ``candidate_batch`` never trains a unit twice."""
     data, size = cfg.data(), cfg.batch_size()
 
@@ -377,8 +377,6 @@ def batched_trials(cfg: "FormulaSearchConfig", specs: dict, done: set, evaluator
             args |= {"init": init, "init_options": cfg.init_options()}
         return Trial(key, candidate_trial, args, work={"child epochs": epochs})
 
-    if size == 1:
-        return [single(key, *spec) for key, spec in specs.items()]
     out, groups = [], {}
     for key, (tb, f, seed, epochs, init) in specs.items():
         if key in done:
@@ -793,23 +791,23 @@ class FormulaSearchResult:
                "reward_candidates", "reward_comparison")
 
 
-def _rows_for(store: RunStore | Callable, key: str) -> dict:
-    """The ``runs`` row of unit ``key`` (``store.unit_rows``, or that function itself), without its ``unit``."""
-    rows = (store.unit_rows if isinstance(store, RunStore) else store)(key).get("runs")
+def _rows_for(unit_rows: Callable[[str], dict], key: str) -> dict:
+    """The ``runs`` row of unit ``key`` (``unit_rows``: ``RunStore.unit_rows``), without its ``unit``."""
+    rows = unit_rows(key).get("runs")
     if not rows:
-        where = f" at {store.path}" if isinstance(store, RunStore) else ""
-        raise StoreError(f"trial {key} is not in the run store{where}; run the study again to finish it")
+        raise StoreError(f"trial {key} is not in the run store; run the study again to finish it")
     return {k: v for k, v in rows[0].items() if k != "unit"}
 
 
 def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> FormulaSearchResult:
     """The searches replayed from the run store (no training), the re-training and transfer rows per arm."""
     def read(items):
-        return {k: _rows_for(store, k) for k, *_ in items}
+        return {k: _rows_for(store.unit_rows, k) for k, *_ in items}
 
     candidates = run_searches(cfg, read)
     by_reward = reward_searches(cfg, candidates, read)
-    comparison = reward_comparison_table(cfg, reward_picks(cfg, candidates, by_reward), lambda k: _rows_for(store, k))
+    comparison = reward_comparison_table(cfg, reward_picks(cfg, candidates, by_reward),
+                                         lambda k: _rows_for(store.unit_rows, k))
     arms = arms_of(cfg, candidates)
     fans, g = network_fans(cfg.testbed, cfg.dataset)
     arm_table = pd.DataFrame([{"arm": a, "source": "search" if a.startswith("best") else "baseline",
@@ -820,7 +818,7 @@ def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> Formul
         arm_table["search_reward"] = arm_table["canonical"].map(found)
     validation, transfer = [], []
     for key, tb, f, j, seed, init in check_items(cfg, candidates):
-        row = _rows_for(store, key)
+        row = _rows_for(store.unit_rows, key)
         base = {"canonical": arm_id(f, init), "seed_index": j, "seed": seed,
                 **{k: row[k] for k in ("val_accuracy", "test_accuracy", "diverged")}}
         mine = arms if key.startswith("validate/") else {"best": arms["best"], "he": parse(KNOWN["he"])}
@@ -836,7 +834,7 @@ def tables(cfg: FormulaSearchConfig, store: RunStore, keys: list[str]) -> Formul
     transfer = pd.DataFrame(transfer, columns=["testbed", *RUN_COLUMNS]).sort_values(["testbed", "arm", "seed_index"])
     fan_table = pd.DataFrame([{"layer": l, "fan_in": fi, "fan_out": fo, "gain": g}
                               for l, (fi, fo) in enumerate(fans, start=1)])
-    fid_formulas, fidelity = fidelity_tables(cfg, candidates, lambda k: _rows_for(store, k))
+    fid_formulas, fidelity = fidelity_tables(cfg, candidates, lambda k: _rows_for(store.unit_rows, k))
     return FormulaSearchResult(candidates, arm_table, validation.reset_index(drop=True),
                                transfer.reset_index(drop=True), fan_table, fidelity, fid_formulas, by_reward,
                                comparison)

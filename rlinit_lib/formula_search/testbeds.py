@@ -283,6 +283,22 @@ def _check_training(testbed, seeds, epochs, distributions, probe_size, slope_ste
         raise ParameterError(f"data must have a validation split (load it with val_size; got {data!r})")
 
 
+def _drawn(testbed: Testbed, sigmas: Sequence[float], data: ImageData, seed: int, distribution: str
+           ) -> tuple[nn.Module | None, str]:
+    """The testbed's network with weights drawn from ``sigmas`` (on the CPU), or None and why the candidate
+    diverged before training (sigmas not finite > 0, weights not finite)."""
+    model = build(testbed, tuple(data.x_train.shape[1:]), data.num_classes, seed)
+    n_layers = len(weight_layers(model))
+    if len(sigmas) != n_layers:
+        raise ParameterError(f"sigmas must hold one value per weight layer ({n_layers}; got {len(sigmas)})")
+    if not valid_sigmas(sigmas):
+        return None, "sigma not a finite number > 0"
+    apply_sigma(model, sigmas, distribution, seed)
+    if not weights_finite(model):
+        return None, "non-finite weights at init"
+    return model, ""
+
+
 def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, seed: int, epochs: int, *,
                     rewards: Sequence[str] = REWARDS, distribution: str = "normal", device=None,
                     probe_size: int = 256, slope_steps: int = 50,
@@ -303,15 +319,9 @@ def train_candidate(testbed: Testbed, sigmas: Sequence[float], data: ImageData, 
     _check_training(testbed, [seed], epochs, [distribution], probe_size, slope_steps, rewards, data)
     dev = pick_device(device if device is not None else str(data.device))
     data = data if data.device == dev else data.to(dev)
-    model = build(testbed, tuple(data.x_train.shape[1:]), data.num_classes, seed)
-    n_layers = len(weight_layers(model))
-    if len(sigmas) != n_layers:
-        raise ParameterError(f"sigmas must hold one value per weight layer ({n_layers}; got {len(sigmas)})")
-    if not valid_sigmas(sigmas):
-        return _diverged_result(rewards, "sigma not a finite number > 0", time.perf_counter() - start)
-    apply_sigma(model, sigmas, distribution, seed)
-    if not weights_finite(model):
-        return _diverged_result(rewards, "non-finite weights at init", time.perf_counter() - start)
+    model, reason = _drawn(testbed, sigmas, data, seed, distribution)
+    if reason:
+        return _diverged_result(rewards, reason, time.perf_counter() - start)
     conv = testbed.kind != "mlp"
     model = model.to(dev, memory_format=torch.channels_last) if conv else model.to(dev)
     prep = (lambda x: normalise(x).contiguous(memory_format=torch.channels_last)) if conv else normalise
@@ -408,16 +418,9 @@ def train_candidates(testbed: Testbed, sigmas_list: Sequence[Sequence[float]], d
     models, where, inits = [], [], []
     probe_x, probe_y = normalise(data.x_train[:probe_size]), data.y_train[:probe_size]
     for j, (sigmas, seed, d) in enumerate(zip(sigmas_list, seeds, distributions)):
-        model = build(testbed, tuple(data.x_train.shape[1:]), data.num_classes, seed)
-        n_layers = len(weight_layers(model))
-        if len(sigmas) != n_layers:
-            raise ParameterError(f"sigmas must hold one value per weight layer ({n_layers}; got {len(sigmas)})")
-        if not valid_sigmas(sigmas):
-            results[j] = _diverged_result(rewards, "sigma not a finite number > 0", 0.0)
-            continue
-        apply_sigma(model, sigmas, d, seed)
-        if not weights_finite(model):
-            results[j] = _diverged_result(rewards, "non-finite weights at init", 0.0)
+        model, reason = _drawn(testbed, sigmas, data, seed, d)
+        if reason:
+            results[j] = _diverged_result(rewards, reason, 0.0)
             continue
         model = model.to(dev)
         inits.append(init_signals(model, probe_x, probe_y))
