@@ -5,6 +5,8 @@
 Times, in one run on the same machine: (a) ``train_dqn``, the faithful one-seed path (the task's reference
 environment, one ``nn.Module``; ``--task``, default CartPole-v1), for each (variant, seed) in turn; (b) ``train_dqn_batched`` with all
 of those runs together, and optionally (``--ks``) with K seeds of the first variant (no baseline).
+``--baseline numpy-loop`` makes (a) the batched path with NumPy's step loop (``compiled=False``), to time the
+compiled CartPole acting loop (``cartpole_play``) against it.
 It reports seconds per run, the speed-up over (a), environment steps per second, and whether (b)
 reproduced (a)'s returns exactly. ``--per-arm`` times (a) and (b) for each variant on its own (every arm runs
 batched) and estimates the paper profile's CartPole part per arm from (b)'s env steps per second
@@ -44,6 +46,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--step-budget", type=int, default=0, help="environment steps per run (0: episodes only)")
     ap.add_argument("--per-arm", action="store_true", help="(a) and (b) for each variant on its own")
     ap.add_argument("--task", default="CartPole-v1", choices=list(TASKS), help="the task of every run")
+    ap.add_argument("--baseline", default="faithful", choices=["faithful", "numpy-loop"],
+                    help="(a): the faithful path, or the batched path with NumPy's step loop (no compiled CartPole loop)")
     ap.add_argument("--out", default="outputs/bench")
     args = ap.parse_args(argv)
     if args.seeds < 1 or args.episodes < 1 or args.repeat < 1 or any(k < 1 for k in args.ks):
@@ -69,14 +73,16 @@ def main(argv=None) -> dict:
         times_a, times_b = [], []
         for _ in range(args.repeat):     # alternated, so that slow spells of a shared machine hit both paths
             t = time.perf_counter()
-            faithful = [train_dqn(r) for r in runs]
+            faithful = [train_dqn(r) for r in runs] if args.baseline == "faithful" else \
+                train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction, compiled=False)
             times_a.append(time.perf_counter() - t)
             t = time.perf_counter()
             batched = train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction)
             times_b.append(time.perf_counter() - t)
         same = all(b["returns"] == f["returns"] and b["lengths"] == f["lengths"] for b, f in zip(batched, faithful))
         name = f"{label} x {args.seeds} seeds"
-        record(f"(a) faithful, one run at a time ({name})", faithful, float(np.median(times_a)))
+        record(f"(a) faithful, one run at a time ({name})" if args.baseline == "faithful" else
+               f"(a) batched on {device.type}, NumPy step loop ({name})", faithful, float(np.median(times_a)))
         rows[-1]["seconds_each_repeat"], rows[-1]["arm"] = times_a, label
         record(f"(b) batched on {device.type} ({name})", batched, float(np.median(times_b)), same)
         rows[-1]["seconds_each_repeat"], rows[-1]["arm"] = times_b, label

@@ -261,3 +261,104 @@ def test_arms_that_do_not_apply_to_a_task_are_refused_in_one_line():
         DQNConfig(task="Pong").validate()
     with pytest.raises(ParameterError, match=r"^skip must be one of True, False \(got 1\)$"):
         DQNConfig(skip=1).validate()
+
+
+def controller_weights(k: int, skip: bool = False):
+    """``fast_weights`` of k MLPs whose greedy action is a noisy balancing controller: Q1 - Q0 = c . obs."""
+    from rlinit_lib.smooth_reinit.cartpole_play import fast_weights
+
+    rng = np.random.default_rng(1)
+    w = {"fc1": np.zeros((k, 128, 4), np.float32), "fc2": np.zeros((k, 128, 128), np.float32),
+         "fc3": np.zeros((k, 2, 128), np.float32)}
+    b = {n: np.zeros((k, x.shape[1], 1), np.float32) for n, x in w.items()}
+    c = np.array([0.01, 0.1, 1.0, 0.3], np.float32) * (1 + 0.2 * rng.random((k, 4), dtype=np.float32))
+    w["fc1"][:, 0], w["fc1"][:, 1] = c, -c                        # relu(c.x), relu(-c.x)
+    w["fc2"][:, 0, 0] = w["fc2"][:, 1, 1] = 1.0
+    w["fc3"][:, 1, 0] = w["fc3"][:, 0, 1] = 1.0
+    return fast_weights(w, b, np.arange(k)), np.full(k, skip)
+
+
+def test_compiled_cartpole_is_gymnasium_bit_for_bit():
+    """``play_cartpole``'s environment over long episodes (a balancing controller with 10% to 60% random actions,
+    the 500-step truncation reached): every replay row's state, action, reward, next state and done mask is
+    Gymnasium's for the same actions; exploration blocks are asked for at every DRAW_BLOCK-th step."""
+    from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, TIE_STOP, play_cartpole
+    from rlinit_lib.smooth_reinit.cartpole_vec import reset_state
+
+    k, block, seeds = 6, 64, [70 + i for i in range(6)]
+    rng = np.random.default_rng(0)
+    weights, skip = controller_weights(k)
+    state = np.stack([reset_state(s) for s in seeds])
+    obs, explore = state.astype(np.float32), np.zeros((k, block), np.int64)
+    t, max_steps, total = np.zeros(k, np.int64), np.full(k, 500), np.zeros(k)
+    ready, forced = np.zeros(k, bool), np.full(k, -1)
+    data, pos, size = np.zeros((k, 600, 11), np.float32), np.zeros(k, np.int64), np.zeros(k, np.int64)
+    playing, waiting = np.ones(k, bool), np.zeros(k, bool)
+    ks, slots, draws = np.arange(k), np.arange(k), np.zeros(k, int)
+    while ks.size:
+        status = np.empty(ks.size, np.int64)
+        play_cartpole(ks, slots, *weights, skip, state, obs, explore, t, max_steps, ready, forced, data, pos, size,
+                      total, playing, waiting, status, 1e-4)
+        for j in ks[status == DRAW]:
+            assert t[j] % block == 0
+            explore[j] = np.where(rng.random(block) < 0.1 * (j + 1), rng.integers(0, 2, block), -1)
+            ready[j], draws[j] = True, draws[j] + 1
+        forced[ks[status == TIE_STOP]] = 0
+        ks, slots = ks[status != ENDED], slots[status != ENDED]
+    assert np.array_equal(draws, -(-t // block)) and not playing.any() and waiting.all()
+    assert (t == 500).sum() >= 2 and (t < 500).sum() >= 1 and np.array_equal(total, t)   # truncated and terminated
+    for j, seed in enumerate(seeds):
+        env = gym.make("CartPole-v1")
+        o = env.reset(seed=seed)[0]
+        for row in data[j, :t[j]]:
+            assert np.array_equal(row[:4], o)
+            o, r, term, trunc, _ = env.step(int(row[4]))
+            assert np.array_equal(row[6:10], o) and row[5] == r and row[10] == (0.0 if term else 1.0)
+        assert term or trunc
+        assert np.array_equal(obs[j], o) and np.array_equal(state[j].astype(np.float32), o)
+
+
+def test_compiled_greedy_action_equals_the_one_network_argmax_or_asks_for_it():
+    """The compiled forward (float64 sums of the float32 weights) gives torch's argmax wherever it does not stop
+    at a near tie; it stops on the near ties that matter: without the margin some actions differ."""
+    from rlinit_lib.smooth_reinit.cartpole_play import _greedy, fast_weights
+    from rlinit_lib.smooth_reinit.dqn_batched import GreedyPolicy, TIE
+
+    torch.manual_seed(0)
+    nets = [QNet(skip=k % 2 == 1) for k in range(40)]
+    with torch.no_grad():
+        for q in nets[::2]:   # half with two almost equal output rows: Q-values a few ulps apart
+            q.fc3.weight[1] = q.fc3.weight[0] * (1 + 1e-7 * torch.randn(128))
+            q.fc3.bias[1] = q.fc3.bias[0]
+    flat, shapes = flatten(nets)
+    policy = GreedyPolicy(unflatten(flat, shapes), torch.tensor([q.skip for q in nets]).view(-1, 1, 1))
+    weights = fast_weights(policy.w, policy.b, np.arange(40))
+    h1, h2 = np.empty(128), np.empty(128)
+    obs = torch.randn(200, 40, 4)
+    stops, differ = 0, 0
+    with torch.no_grad():
+        for o in obs:
+            for k, q in enumerate(nets):
+                want = int(q(o[k]).argmax())
+                action, ok = _greedy(k, o[k].numpy(), *weights, q.skip, h1, h2, TIE)
+                stops += not ok
+                assert not ok or action == want
+                differ += _greedy(k, o[k].numpy(), *weights, q.skip, h1, h2, 0.0)[0] != want
+    assert 200 * 20 <= stops < 200 * 40 and differ > 0
+
+
+def test_compiled_and_numpy_step_loops_give_the_same_runs():
+    """CartPole runs played in ``cartpole_play`` equal NumPy's step loop (``compiled=False``) and the faithful
+    path, with runs whose noise is live (the step loop) in the same batch."""
+    base = dict(episodes=60, learning_starts=150, buffer_limit=2000, diag_every=20)
+    arms = [{}, {"epsilon": 0.0}, {"epsilon": 0.05, "skip": True}, {"epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5},
+            {"epsilon": 0.0, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0, "noise_sigma": 0.05},
+            {"epsilon": 0.0, "soft_sp_alpha": 1e-2}, {"epsilon": 0.05, "redo_every": 7, "redo_tau": 0.3}]
+    runs = [DQNConfig(**base | {"seed": 10 + i} | kw) for i, kw in enumerate(arms)]
+    fast, numpy_loop = train_dqn_batched(runs), train_dqn_batched(runs, compiled=False)
+    assert all(same_run(a, b) for a, b in zip(fast, numpy_loop))
+    assert max(max(r["lengths"]) for r in fast) >= 100             # long learned episodes were played
+    for i in (0, 2):
+        assert same_run(fast[i], train_dqn(runs[i]))
+    with pytest.raises(ParameterError, match=r"^compiled must be True or False \(got 'yes'\)$"):
+        train_dqn_batched(runs[:1], compiled="yes")

@@ -21,9 +21,11 @@ dense layers'. A run whose episode ended waits; when ``wait_fraction`` of the un
 they do their post-episode work together: minimalRL's 10 updates (stacked networks, a hand-written backward,
 one Adam over a [K, N] parameter table with a step count per run, then each run's soft shrink-and-perturb and
 ReDo), resets, target syncs. Runs never interact, so waiting changes nothing in any run; it is what lets the
-updates be batched (minimalRL updates only between episodes). A run that plays while all others wait (often:
-one run balancing for 500 steps while the rest fell early) plays the rest of its episode in a scalar loop on
-CartPole, since one NumPy or torch call costs more than its arithmetic there. Networks and optimiser state live on
+updates be batched (minimalRL updates only between episodes). On CartPole on the CPU, a run whose acting
+weights stay fixed through the episode (no live weight noise; neither NoisyNet nor parameter noise) plays the
+whole episode in compiled code (``cartpole_play``, a few microseconds per step); a run with live weight noise
+that plays while all others wait (often: one run balancing for 500 steps while the rest fell early) plays the
+rest of its episode in a scalar loop, since one NumPy or torch call costs more than its arithmetic there. Networks and optimiser state live on
 ``device``; environments, replay buffers (``dqn.ReplayBuffers``, one per run) and random draws stay in host
 memory, so on a GPU each step moves a [K, obs] observation and K actions. On the CPU the acting forward of the
 MLPs is NumPy's on views of the acting table (the convolutional network's: torch's stacked forward).
@@ -40,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlinit_lib.core.params import ParameterError, check_float
+from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, TIE_STOP, fast_weights, play_cartpole
 from rlinit_lib.smooth_reinit.cartpole_vec import THETA_THRESHOLD, X_THRESHOLD, scalar_step
 from rlinit_lib.smooth_reinit.dqn import (DRAW_BLOCK, DQNConfig, ReplayBuffers, env_seed, episode_limit, epsilon_at,
                                          explore_rng, fresh_params, initial_qnet, noise_names, param_noise_target,
@@ -303,7 +306,7 @@ def acting_kind(r: DQNConfig) -> str:
 
 
 def train_dqn_batched(runs: Sequence[DQNConfig], device: str | torch.device = "cpu", wait_fraction: float = 1.0,
-                      progress: bool = False) -> list[dict]:
+                      progress: bool = False, compiled: bool = True) -> list[dict]:
     """Train every ``DQNConfig`` in ``runs`` together (one batch per task and ``acting_kind``); returns, in order, what
     ``train_dqn`` returns for each (per-episode returns, ``solved_at``, config, diagnostics, env steps, updates).
 
@@ -311,14 +314,17 @@ def train_dqn_batched(runs: Sequence[DQNConfig], device: str | torch.device = "c
     unfinished runs is waiting (or none is playing); then they update together and start their next
     episodes. 1.0 is lock step. The value trades fewer, larger update batches against idle steps; the
     results are the same for every value (tested). A run left playing alone finishes its episode
-    before anything else happens (on the CPU).
+    before anything else happens (on the CPU). ``compiled``: on the CPU, CartPole episodes without live acting noise are
+    played in ``cartpole_play``; False: in NumPy's step loop (the same results, tested; the benchmark's baseline).
     """
     runs = check_runs(runs, wait_fraction)
+    if compiled not in (True, False):
+        raise ParameterError(f"compiled must be True or False (got {compiled!r})")
     results: list = [None] * len(runs)
     group = lambda r: (r.task, acting_kind(r))  # noqa: E731
     for kind in dict.fromkeys(group(r) for r in runs):
         ks = [k for k, r in enumerate(runs) if group(r) == kind]
-        for k, res in zip(ks, BatchedDQN([runs[k] for k in ks], device).train(wait_fraction, progress)):
+        for k, res in zip(ks, BatchedDQN([runs[k] for k in ks], device, compiled).train(wait_fraction, progress)):
             results[k] = res
     return results
 
@@ -329,7 +335,7 @@ class BatchedDQN:
     ``device``; environments, replay buffers, random draws and episode counters: arrays on the host with a row
     per run. ``train`` is the loop; the other methods are the steps of ``train_dqn`` for a set of runs."""
 
-    def __init__(self, runs: list[DQNConfig], device: str | torch.device = "cpu"):
+    def __init__(self, runs: list[DQNConfig], device: str | torch.device = "cpu", compiled: bool = True):
         self.runs, self.dev, self.K, c = runs, torch.device(device), len(runs), runs[0]
         self.c, self.kind, self.task = c, acting_kind(c), TASKS[c.task]
         obs_dim = self.task.obs_dim
@@ -342,6 +348,8 @@ class BatchedDQN:
         self.gens = [run_generators(r) for r in runs]
         self.noise = [weight_noises(r, self.dev) for r in runs]           # (online, target) per run
         self.any_noise = any(r.noise_layer for r in runs)
+        self.noised = [[self.P[n][k] for n in noise_names(r)] if r.noise_layer else None    # views of noised rows
+                       for k, r in enumerate(runs)]
         if self.kind == "plain":
             self.A = self.P                                 # acting networks: the online ones
         else:                                               # their own table, with the ordinary layer names
@@ -370,6 +378,12 @@ class BatchedDQN:
         self.steps = np.zeros(self.K, dtype=np.int64)       # environment steps so far (step_budget)
         self.recycled = np.zeros(self.K, dtype=np.int64)    # ReDo's recycled units so far
         self.diag: list[list[dict]] = [[] for _ in runs]
+        # CartPole runs whose acting weights stay fixed through an episode play it in compiled code
+        self.compiled = self.policy.host and self.kind == "plain" and self.task.name == "CartPole-v1" \
+            and compiled
+        self.quiet = np.zeros(self.K, dtype=bool)           # this episode in compiled code
+        self.ready = np.zeros(self.K, dtype=bool)           # the draw block at t is drawn (compiled loop)
+        self.forced = np.full(self.K, -1, dtype=np.int64)   # greedy action decided in Python at a near tie
         self.probe = probe_states(task=c.task) if any(r.diag_every for r in runs) else None
 
     def record_diagnostics(self, k: int) -> None:
@@ -394,7 +408,7 @@ class BatchedDQN:
         for k, i in zip(ks, rows):
             noise = self.noise[k][target]
             if noise is not None and noise.live:
-                noise.apply([table[n][i] for n in noise_names(self.runs[k])])
+                noise.apply(self.noised[k] if table is self.P else [table[n][i] for n in noise_names(self.runs[k])])
                 done.append(k)
         return done
 
@@ -428,6 +442,8 @@ class BatchedDQN:
                 self.record_diagnostics(k)
         self.obs[:] = self.env.reset(ks, [env_seed(self.runs[k].seed, self.episode[k]) for k in ks])
         self.t[ks], self.total[ks], self.playing[ks] = 0, 0.0, True
+        if self.compiled:
+            self.quiet[ks] = [self.noise[k][0] is None or not self.noise[k][0].live for k in ks]
         self.eps[ks] = [epsilon_at(self.runs[k], int(self.episode[k])) for k in ks]
         if self.kind == "param_noise":
             self.perturb_acting(ks)
@@ -578,6 +594,25 @@ class BatchedDQN:
         self.t[k], memory.pos[k], memory.size[k] = step, pos, size
         self.playing[k], self.waiting[k] = False, True
 
+    def play_compiled(self, ks: np.ndarray) -> None:
+        """Runs ``ks`` (CartPole, no live weight noise on their acting networks) play their episodes to the end
+        in ``cartpole_play``; exploration blocks and near ties are handled here, as ``step`` handles them."""
+        weights = fast_weights(self.policy.w, self.policy.b, ks)
+        skip = np.zeros(self.K, dtype=bool) if self.skip is None else self.skip.cpu().numpy().reshape(-1)
+        slots = np.arange(ks.size)
+        while ks.size:
+            status = np.empty(ks.size, dtype=np.int64)
+            play_cartpole(ks, slots, *weights, skip, self.env.state, self.obs, self.explore_action, self.t,
+                          self.max_steps, self.ready, self.forced, self.memory.data, self.memory.pos,
+                          self.memory.size, self.total, self.playing, self.waiting, status, TIE)
+            for k in ks[status == DRAW]:
+                self.draw(k)
+                self.ready[k] = True
+            for k in ks[status == TIE_STOP]:
+                self.forced[k] = self.policy.one_network(torch.from_numpy(self.obs[k]).to(self.dev), k)
+            keep = status != ENDED
+            ks, slots = ks[keep], slots[keep]
+
     def train(self, wait_fraction: float = 1.0, progress: bool = False) -> list[dict]:
         bar = tqdm(total=sum(r.episodes for r in self.runs), desc=f"DQN, {self.K} runs (episodes)", disable=not progress)
         self.start_episodes(np.arange(self.K))
@@ -585,6 +620,10 @@ class BatchedDQN:
         # parameter noise adapts within episodes; the scalar loop is CartPole's
         alone = self.policy.host and self.kind != "param_noise" and self.task.name == "CartPole-v1"
         while n_play or n_wait:
+            if self.compiled:
+                quiet = np.flatnonzero(self.playing & self.quiet)
+                if quiet.size:
+                    self.play_compiled(quiet)
             live = np.flatnonzero(self.playing)
             if live.size == 1 and alone:
                 self.play_alone(int(live[0]))

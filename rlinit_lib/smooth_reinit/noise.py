@@ -43,8 +43,10 @@ class MultiplicativeNoise:
         """Whether a further application can change anything."""
         return self.schedule is not None or self.sigma > 0
 
-    @torch.no_grad()
     def apply(self, tensors: Iterable[torch.Tensor]) -> None:
+        if torch.is_grad_enabled():     # (a no_grad context per call costs more than the batched DQN's arithmetic)
+            with torch.no_grad():
+                return self.apply(tensors)
         sigma = self.schedule(self.steps) if self.schedule is not None else self.sigma
         if sigma > 0:
             for p in tensors:
