@@ -275,37 +275,42 @@ def controller_weights(k: int, skip: bool = False):
     w["fc1"][:, 0], w["fc1"][:, 1] = c, -c                        # relu(c.x), relu(-c.x)
     w["fc2"][:, 0, 0] = w["fc2"][:, 1, 1] = 1.0
     w["fc3"][:, 1, 0] = w["fc3"][:, 0, 1] = 1.0
-    return fast_weights(w, b, np.arange(k)), np.full(k, skip)
+    return fast_weights(w, b, np.arange(k)), np.full(k, skip), c
 
 
-def test_compiled_cartpole_is_gymnasium_bit_for_bit():
+@pytest.mark.parametrize("tie", [1e-4, 1.5])    # 1.5: every greedy step stops and takes the caller's action
+def test_compiled_cartpole_is_gymnasium_bit_for_bit(tie):
     """``play_cartpole``'s environment over long episodes (a balancing controller with 10% to 60% random actions,
     the 500-step truncation reached): every replay row's state, action, reward, next state and done mask is
-    Gymnasium's for the same actions; exploration blocks are asked for at every DRAW_BLOCK-th step."""
-    from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, TIE_STOP, play_cartpole
+    Gymnasium's for the same actions; exploration blocks are asked for at every DRAW_BLOCK-th step, and after a
+    stop at a near tie the caller's action is the one played."""
+    from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, PHYSICS, TIE_STOP, play_cartpole
     from rlinit_lib.smooth_reinit.cartpole_vec import reset_state
 
     k, block, seeds = 6, 64, [70 + i for i in range(6)]
     rng = np.random.default_rng(0)
-    weights, skip = controller_weights(k)
+    weights, skip, c = controller_weights(k)
     state = np.stack([reset_state(s) for s in seeds])
     obs, explore = state.astype(np.float32), np.zeros((k, block), np.int64)
     t, max_steps, total = np.zeros(k, np.int64), np.full(k, 500), np.zeros(k)
     ready, forced = np.zeros(k, bool), np.full(k, -1)
     data, pos, size = np.zeros((k, 600, 11), np.float32), np.zeros(k, np.int64), np.zeros(k, np.int64)
     playing, waiting = np.ones(k, bool), np.zeros(k, bool)
-    ks, slots, draws = np.arange(k), np.arange(k), np.zeros(k, int)
+    ks, slots, draws, stops, told = np.arange(k), np.arange(k), np.zeros(k, int), 0, {}
     while ks.size:
         status = np.empty(ks.size, np.int64)
         play_cartpole(ks, slots, *weights, skip, state, obs, explore, t, max_steps, ready, forced, data, pos, size,
-                      total, playing, waiting, status, 1e-4)
+                      total, playing, waiting, status, tie, PHYSICS)
         for j in ks[status == DRAW]:
             assert t[j] % block == 0
             explore[j] = np.where(rng.random(block) < 0.1 * (j + 1), rng.integers(0, 2, block), -1)
             ready[j], draws[j] = True, draws[j] + 1
-        forced[ks[status == TIE_STOP]] = 0
+        for j in ks[status == TIE_STOP]:   # the controller's own action, noted to be found in the replay row
+            forced[j] = told[j, int(t[j])] = int(c[j] @ obs[j] > 0)
+            stops += 1
         ks, slots = ks[status != ENDED], slots[status != ENDED]
     assert np.array_equal(draws, -(-t // block)) and not playing.any() and waiting.all()
+    assert (stops > 500) == (tie > 1) and all(data[j, step, 4] == a for (j, step), a in told.items())
     assert (t == 500).sum() >= 2 and (t < 500).sum() >= 1 and np.array_equal(total, t)   # truncated and terminated
     for j, seed in enumerate(seeds):
         env = gym.make("CartPole-v1")
@@ -332,6 +337,7 @@ def test_compiled_greedy_action_equals_the_one_network_argmax_or_asks_for_it():
             q.fc3.bias[1] = q.fc3.bias[0]
     flat, shapes = flatten(nets)
     policy = GreedyPolicy(unflatten(flat, shapes), torch.tensor([q.skip for q in nets]).view(-1, 1, 1))
+    assert policy.host
     weights = fast_weights(policy.w, policy.b, np.arange(40))
     h1, h2 = np.empty(128), np.empty(128)
     obs = torch.randn(200, 40, 4)
@@ -347,17 +353,55 @@ def test_compiled_greedy_action_equals_the_one_network_argmax_or_asks_for_it():
     assert 200 * 20 <= stops < 200 * 40 and differ > 0
 
 
-def test_compiled_and_numpy_step_loops_give_the_same_runs():
+def test_compiled_greedy_action_stops_where_float32_sums_could_overflow():
+    """Where float32's sums overflow (torch: Q = [inf, inf], argmax 0) and float64's do not, the compiled forward
+    stops instead of choosing: at the output layer and at a hidden layer."""
+    from rlinit_lib.smooth_reinit.cartpole_play import _greedy, fast_weights
+    from rlinit_lib.smooth_reinit.dqn_batched import GreedyPolicy, TIE
+
+    torch.manual_seed(1)
+    nets = [QNet() for _ in range(3)]
+    with torch.no_grad():
+        nets[0].fc3.bias[:] = torch.tensor([3.3e38, 3.2e38])
+        nets[0].fc3.weight.abs_().mul_(1e37)
+        nets[1].fc2.weight.mul_(1e37)
+    flat, shapes = flatten(nets)
+    policy = GreedyPolicy(unflatten(flat, shapes), None)
+    weights, h1, h2 = fast_weights(policy.w, policy.b, np.arange(3)), np.empty(128), np.empty(128)
+    x = np.full(4, 5.0, np.float32)
+    with torch.no_grad():
+        assert not torch.isfinite(nets[0](torch.from_numpy(x))).all()
+    assert [_greedy(m, x, *weights, False, h1, h2, TIE)[1] for m in range(3)] == [False, False, True]
+
+
+def test_compiled_and_numpy_step_loops_give_the_same_runs(monkeypatch):
     """CartPole runs played in ``cartpole_play`` equal NumPy's step loop (``compiled=False``) and the faithful
-    path, with runs whose noise is live (the step loop) in the same batch."""
+    path, with runs whose noise is live (the step loop) in the same batch. Exploration blocks of 16 draws (both
+    paths), so that compiled episodes ask for blocks mid-episode."""
+    import rlinit_lib.smooth_reinit.dqn as dqn
+    import rlinit_lib.smooth_reinit.dqn_batched as db
+
+    monkeypatch.setattr(dqn, "DRAW_BLOCK", 16)
+    monkeypatch.setattr(db, "DRAW_BLOCK", 16)
+
     base = dict(episodes=60, learning_starts=150, buffer_limit=2000, diag_every=20)
     arms = [{}, {"epsilon": 0.0}, {"epsilon": 0.05, "skip": True}, {"epsilon": 0.0, "noise_layer": "fc3", "noise_decay": 0.5},
             {"epsilon": 0.0, "skip": True, "noise_layer": "fc2", "noise_decay": 1.0, "noise_sigma": 0.05},
             {"epsilon": 0.0, "soft_sp_alpha": 1e-2}, {"epsilon": 0.05, "redo_every": 7, "redo_tau": 0.3}]
     runs = [DQNConfig(**base | {"seed": 10 + i} | kw) for i, kw in enumerate(arms)]
-    fast, numpy_loop = train_dqn_batched(runs), train_dqn_batched(runs, compiled=False)
+    played, longest, original = set(), [0], db.play_cartpole
+
+    def watched(ks, slots, *args):      # which runs played in compiled code, and their longest episode there
+        original(ks, slots, *args)
+        played.update(int(k) for k in ks)
+        longest[0] = max(longest[0], int(args[11][ks].max()))       # args[11]: t
+    monkeypatch.setattr(db, "play_cartpole", watched)
+    fast = train_dqn_batched(runs)
+    monkeypatch.setattr(db, "play_cartpole", original)
+    numpy_loop = train_dqn_batched(runs, compiled=False)
     assert all(same_run(a, b) for a, b in zip(fast, numpy_loop))
-    assert max(max(r["lengths"]) for r in fast) >= 100             # long learned episodes were played
+    # every arm without constant noise played there (the last-layer noise once it had decayed to 0), past a block
+    assert played == {0, 1, 2, 3, 5, 6} and longest[0] > 3 * 16
     for i in (0, 2):
         assert same_run(fast[i], train_dqn(runs[i]))
     with pytest.raises(ParameterError, match=r"^compiled must be True or False \(got 'yes'\)$"):

@@ -4,18 +4,23 @@ weights stay fixed through an episode.
 Between two rounds of updates a run's Q-network does not change unless weight noise is live on it, so such a
 run can play its whole episode without returning to Python: greedy action (the MLP forward), epsilon's
 pre-drawn block, Gymnasium's CartPole step (``cartpole_vec.euler_step``'s expressions in its order, float64,
-``math.sin``/``math.cos`` as Gymnasium calls them), the replay row and the episode's end, the same arithmetic
+the C library's sine and cosine), the replay row and the episode's end, the same arithmetic
 ``BatchedDQN.step`` does with NumPy for many runs at once. Per time step that is a few microseconds instead of
 a few hundred (``BENCHMARKS.md``).
 
 Two things stay in Python, and :func:`play_cartpole` stops a run where it needs them (``status``):
 - ``DRAW``: the run is at the first step of a block of ``DRAW_BLOCK`` exploration draws that has not been drawn
   (its generator is a NumPy ``Generator``); the caller draws it, sets ``ready`` and calls again;
-- ``TIE``: the two Q-values are closer than ``TIE`` times the output layer's sum of |terms|, or not finite. The
-  forward here is the float32 weights' forward in float64 (each sum rounded once at most per term), which is
-  nearer the exact value than ``nn.Linear``'s float32 sums; at a near tie the faithful path's action can differ,
-  so the caller computes it with the faithful forward (``GreedyPolicy.one_network``), sets ``forced`` and calls
-  again. The same margin (``dqn_batched.TIE``, about 500x the largest difference measured) guards NumPy's forward.
+- ``TIE``: the two Q-values are closer than ``TIE`` times the output layer's sum of |terms|, or not finite, or
+  some layer's sum of |terms| is near float32's largest value (there float32 sums may overflow where float64's do
+  not). The forward here is the float32 weights' forward in float64, which is nearer the exact value than
+  ``nn.Linear``'s float32 sums; at a near tie the faithful path's action can differ, so the caller computes it
+  with the faithful forward (``GreedyPolicy.one_network``), sets ``forced`` and calls again. The same margin
+  (``dqn_batched.TIE``, about 500x the largest difference measured) guards NumPy's forward.
+
+The sines and cosines are the C library's, as Gymnasium's ``np.cos``/``np.sin`` of a Python float call them.
+numba's cache holds the compiled code of this file only: the CartPole constants are passed in at each call, so a
+change in ``cartpole_vec`` cannot leave a stale copy behind.
 """
 from __future__ import annotations
 
@@ -28,32 +33,47 @@ from rlinit_lib.smooth_reinit.cartpole_vec import (FORCE_MAG, GRAVITY, LENGTH, M
                                                    THETA_THRESHOLD, TOTAL_MASS, X_THRESHOLD)
 
 ENDED, DRAW, TIE_STOP = 0, 1, 2     # status of a run when play_cartpole returns
+# Gymnasium's CartPole constants, in the order play_cartpole takes them
+PHYSICS = np.array([FORCE_MAG, GRAVITY, LENGTH, MASSPOLE, POLEMASS_LENGTH, TAU, THETA_THRESHOLD, TOTAL_MASS, X_THRESHOLD])
+OVERFLOW = 1e37     # a layer's sum of |terms| above this stops the forward (float32's largest value: 3.4e38)
 
 
 def fast_weights(w: dict, b: dict, ks: np.ndarray) -> tuple:
     """float64 copies of the MLP of runs ``ks`` for :func:`play_cartpole`: hidden layers transposed
     ([M, in, out], so the inner loop runs over contiguous outputs), the output layer as it is ([M, actions,
-    in]), biases [M, out]. ``w``/``b``: layer -> [K, out, in] / [K, out, 1] (``GreedyPolicy``'s host views)."""
-    out = []
+    in]), biases [M, out], and ``reach`` [M, 2]: per hidden layer the largest row sum of |weights| + |bias|, which
+    times max(1, largest |input|) bounds the layer's sums of |terms|. ``w``/``b``: layer -> [K, out, in] /
+    [K, out, 1] (``GreedyPolicy``'s host views)."""
+    out, reach = [], []
     for layer in ("fc1", "fc2"):
-        out += [np.ascontiguousarray(w[layer][ks].transpose(0, 2, 1), dtype=np.float64),
-                np.ascontiguousarray(b[layer][ks, :, 0], dtype=np.float64)]
+        wl, bl = w[layer][ks].astype(np.float64), b[layer][ks, :, 0].astype(np.float64)
+        out += [np.ascontiguousarray(wl.transpose(0, 2, 1)), bl]
+        reach.append((np.abs(wl).sum(2) + np.abs(bl)).max(1))
     return (*out, np.ascontiguousarray(w["fc3"][ks], dtype=np.float64),
-            np.ascontiguousarray(b["fc3"][ks, :, 0], dtype=np.float64))
+            np.ascontiguousarray(b["fc3"][ks, :, 0], dtype=np.float64), np.stack(reach, 1))
 
 
 @numba.njit(cache=True)
-def _greedy(m, x, w1t, b1, w2t, b2, w3, b3, skip, h1, h2, tie):
-    """(action, ok) of network m for observation x: ok is False at a near tie or a non-finite Q-value."""
+def _greedy(m, x, w1t, b1, w2t, b2, w3, b3, reach, skip, h1, h2, tie):
+    """(action, ok) of network m for observation x: ok is False at a near tie, a non-finite Q-value or a sum
+    that float32 might not hold."""
     n1, n2 = b1.shape[1], b2.shape[1]
+    top = 1.0
     for j in range(n1):
         h1[j] = b1[m, j]
     for i in range(x.shape[0]):
         xi = np.float64(x[i])
+        top = max(top, abs(xi))
         for j in range(n1):
             h1[j] += w1t[m, i, j] * xi
+    if not reach[m, 0] * top < OVERFLOW:
+        return 0, False
+    top = 1.0
     for j in range(n1):
         h1[j] = max(h1[j], 0.0)
+        top = max(top, h1[j])
+    if not reach[m, 1] * top < OVERFLOW:
+        return 0, False
     for j in range(n2):
         h2[j] = b2[m, j]
     for i in range(n1):
@@ -70,7 +90,7 @@ def _greedy(m, x, w1t, b1, w2t, b2, w3, b3, skip, h1, h2, tie):
         for j in range(n2):
             q += w3[m, a, j] * h2[j]
             s += abs(w3[m, a, j]) * h2[j]
-        if not math.isfinite(q):
+        if not (math.isfinite(q) and s < OVERFLOW):
             return 0, False
         bound = max(bound, s)
         if q > best:
@@ -81,13 +101,15 @@ def _greedy(m, x, w1t, b1, w2t, b2, w3, b3, skip, h1, h2, tie):
 
 
 @numba.njit(cache=True)
-def play_cartpole(ks, slots, w1t, b1, w2t, b2, w3, b3, skip, state, obs, explore, t, max_steps, ready, forced,
-                  data, pos, size, total, playing, waiting, status, tie):
+def play_cartpole(ks, slots, w1t, b1, w2t, b2, w3, b3, reach, skip, state, obs, explore, t, max_steps, ready, forced,
+                  data, pos, size, total, playing, waiting, status, tie, physics):
     """Play each run ``ks[i]`` (network ``slots[i]`` of the ``fast_weights`` arrays) until its episode ends or it
     needs the caller (``status[i]``: ENDED, DRAW, TIE_STOP). The arrays are ``BatchedDQN``'s, changed in place:
     ``state`` float64 [K, 4], ``obs`` float32 [K, 4], ``explore`` [K, block] (action, or -1: greedy), ``t``,
     ``max_steps``, ``ready`` (the block at ``t`` is drawn), ``forced`` (greedy action given by the caller, or -1),
-    the replay rings ``data`` [K, capacity, 11], ``pos``, ``size``, ``total``, ``playing``, ``waiting``."""
+    the replay rings ``data`` [K, capacity, 11], ``pos``, ``size``, ``total``, ``playing``, ``waiting``.
+    ``physics``: ``PHYSICS``."""
+    force_mag, gravity, length, masspole, polemass_length, tau, theta_threshold, total_mass, x_threshold = physics
     n1, n2 = b1.shape[1], b2.shape[1]
     h1, h2 = np.empty(n1), np.empty(n2)
     block, capacity = explore.shape[1], data.shape[1]
@@ -104,19 +126,19 @@ def play_cartpole(ks, slots, w1t, b1, w2t, b2, w3, b3, skip, state, obs, explore
                 if forced[k] >= 0:
                     a, forced[k] = forced[k], -1
                 else:
-                    a, ok = _greedy(m, obs[k], w1t, b1, w2t, b2, w3, b3, skip[k], h1, h2, tie)
+                    a, ok = _greedy(m, obs[k], w1t, b1, w2t, b2, w3, b3, reach, skip[k], h1, h2, tie)
                     if not ok:
                         status[n] = TIE_STOP
                         break
             ready[k] = False
-            force = FORCE_MAG if a == 1 else -FORCE_MAG
+            force = force_mag if a == 1 else -force_mag
             costheta, sintheta = math.cos(x2), math.sin(x2)
-            temp = (force + POLEMASS_LENGTH * (x3 * x3) * sintheta) / TOTAL_MASS
-            thetaacc = (GRAVITY * sintheta - costheta * temp) / (
-                LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS))
-            xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
-            x0, x1, x2, x3 = x0 + TAU * x1, x1 + TAU * xacc, x2 + TAU * x3, x3 + TAU * thetaacc
-            over = abs(x0) > X_THRESHOLD or abs(x2) > THETA_THRESHOLD    # False for NaN, as in Gymnasium
+            temp = (force + polemass_length * (x3 * x3) * sintheta) / total_mass
+            thetaacc = (gravity * sintheta - costheta * temp) / (
+                length * (4.0 / 3.0 - masspole * (costheta * costheta) / total_mass))
+            xacc = temp - polemass_length * thetaacc * costheta / total_mass
+            x0, x1, x2, x3 = x0 + tau * x1, x1 + tau * xacc, x2 + tau * x3, x3 + tau * thetaacc
+            over = abs(x0) > x_threshold or abs(x2) > theta_threshold    # False for NaN, as in Gymnasium
             row = data[k, pos[k]]
             for j in range(4):
                 row[j] = obs[k, j]

@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlinit_lib.core.params import ParameterError, check_float
-from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, TIE_STOP, fast_weights, play_cartpole
+from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, PHYSICS, TIE_STOP, fast_weights, play_cartpole
 from rlinit_lib.smooth_reinit.cartpole_vec import THETA_THRESHOLD, X_THRESHOLD, scalar_step
 from rlinit_lib.smooth_reinit.dqn import (DRAW_BLOCK, DQNConfig, ReplayBuffers, env_seed, episode_limit, epsilon_at,
                                          explore_rng, fresh_params, initial_qnet, noise_names, param_noise_target,
@@ -604,7 +604,7 @@ class BatchedDQN:
             status = np.empty(ks.size, dtype=np.int64)
             play_cartpole(ks, slots, *weights, skip, self.env.state, self.obs, self.explore_action, self.t,
                           self.max_steps, self.ready, self.forced, self.memory.data, self.memory.pos,
-                          self.memory.size, self.total, self.playing, self.waiting, status, TIE)
+                          self.memory.size, self.total, self.playing, self.waiting, status, TIE, PHYSICS)
             for k in ks[status == DRAW]:
                 self.draw(k)
                 self.ready[k] = True
