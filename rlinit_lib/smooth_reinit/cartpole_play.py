@@ -46,9 +46,9 @@ def fast_weights(w: dict, b: dict, ks: np.ndarray) -> tuple:
     [K, out, 1] (``GreedyPolicy``'s host views)."""
     out, reach = [], []
     for layer in ("fc1", "fc2"):
-        wl, bl = w[layer][ks].astype(np.float64), b[layer][ks, :, 0].astype(np.float64)
-        out += [np.ascontiguousarray(wl.transpose(0, 2, 1)), bl]
-        reach.append((np.abs(wl).sum(2) + np.abs(bl)).max(1))
+        wl, bl = w[layer][ks], b[layer][ks, :, 0]
+        out += [np.ascontiguousarray(wl.transpose(0, 2, 1), dtype=np.float64), bl.astype(np.float64)]
+        reach.append((np.abs(wl).sum(2, dtype=np.float64) + np.abs(bl)).max(1))
     return (*out, np.ascontiguousarray(w["fc3"][ks], dtype=np.float64),
             np.ascontiguousarray(b["fc3"][ks, :, 0], dtype=np.float64), np.stack(reach, 1))
 
