@@ -73,16 +73,16 @@ def main(argv=None) -> dict:
         times_a, times_b = [], []
         for _ in range(args.repeat):     # alternated, so that slow spells of a shared machine hit both paths
             t = time.perf_counter()
-            faithful = [train_dqn(r) for r in runs] if args.baseline == "faithful" else \
+            baseline = [train_dqn(r) for r in runs] if args.baseline == "faithful" else \
                 train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction, compiled=False)
             times_a.append(time.perf_counter() - t)
             t = time.perf_counter()
             batched = train_dqn_batched(runs, device=device, wait_fraction=args.wait_fraction)
             times_b.append(time.perf_counter() - t)
-        same = all(b["returns"] == f["returns"] and b["lengths"] == f["lengths"] for b, f in zip(batched, faithful))
+        same = all(b["returns"] == f["returns"] and b["lengths"] == f["lengths"] for b, f in zip(batched, baseline))
         name = f"{label} x {args.seeds} seeds"
         record(f"(a) faithful, one run at a time ({name})" if args.baseline == "faithful" else
-               f"(a) batched on {device.type}, NumPy step loop ({name})", faithful, float(np.median(times_a)))
+               f"(a) batched on {device.type}, NumPy step loop ({name})", baseline, float(np.median(times_a)))
         rows[-1]["seconds_each_repeat"], rows[-1]["arm"] = times_a, label
         record(f"(b) batched on {device.type} ({name})", batched, float(np.median(times_b)), same)
         rows[-1]["seconds_each_repeat"], rows[-1]["arm"] = times_b, label

@@ -284,7 +284,7 @@ def test_compiled_cartpole_is_gymnasium_bit_for_bit(tie):
     the 500-step truncation reached): every replay row's state, action, reward, next state and done mask is
     Gymnasium's for the same actions; exploration blocks are asked for at every DRAW_BLOCK-th step, and after a
     stop at a near tie the caller's action is the one played."""
-    from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, PHYSICS, TIE_STOP, play_cartpole
+    from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, TIE_STOP, play_cartpole
     from rlinit_lib.smooth_reinit.cartpole_vec import reset_state
 
     k, block, seeds = 6, 64, [70 + i for i in range(6)]
@@ -300,7 +300,7 @@ def test_compiled_cartpole_is_gymnasium_bit_for_bit(tie):
     while ks.size:
         status = np.empty(ks.size, np.int64)
         play_cartpole(ks, slots, *weights, skip, state, obs, explore, t, max_steps, ready, forced, data, pos, size,
-                      total, playing, waiting, status, tie, PHYSICS)
+                      total, playing, waiting, status, tie)
         for j in ks[status == DRAW]:
             assert t[j] % block == 0
             explore[j] = np.where(rng.random(block) < 0.1 * (j + 1), rng.integers(0, 2, block), -1)

@@ -3,8 +3,8 @@ weights stay fixed through an episode.
 
 Between two rounds of updates a run's Q-network does not change unless weight noise is live on it, so such a
 run can play its whole episode without returning to Python: greedy action (the MLP forward), epsilon's
-pre-drawn block, Gymnasium's CartPole step (``cartpole_vec.euler_step``'s expressions in its order, float64,
-the C library's sine and cosine), the replay row and the episode's end, the same arithmetic
+pre-drawn block, Gymnasium's CartPole step (``cartpole_vec.euler_step`` itself, compiled: float64, the C
+library's sine and cosine), the replay row and the episode's end, the same arithmetic
 ``BatchedDQN.step`` does with NumPy for many runs at once. Per time step that is a few microseconds instead of
 a few hundred (``BENCHMARKS.md``).
 
@@ -19,8 +19,8 @@ Two things stay in Python, and :func:`play_cartpole` stops a run where it needs 
   (``dqn_batched.TIE``, about 500x the largest difference measured) guards NumPy's forward.
 
 The sines and cosines are the C library's, as Gymnasium's ``np.cos``/``np.sin`` of a Python float call them.
-numba's cache holds the compiled code of this file only: the CartPole constants are passed in at each call, so a
-change in ``cartpole_vec`` cannot leave a stale copy behind.
+The functions are compiled once per process (about 2-3 s) and not cached on disk: numba's cache would not notice
+a change in ``cartpole_vec``, whose step and constants are compiled in.
 """
 from __future__ import annotations
 
@@ -29,12 +29,10 @@ import math
 import numba
 import numpy as np
 
-from rlinit_lib.smooth_reinit.cartpole_vec import (FORCE_MAG, GRAVITY, LENGTH, MASSPOLE, POLEMASS_LENGTH, TAU,
-                                                   THETA_THRESHOLD, TOTAL_MASS, X_THRESHOLD)
+from rlinit_lib.smooth_reinit.cartpole_vec import FORCE_MAG, THETA_THRESHOLD, X_THRESHOLD, euler_step
 
 ENDED, DRAW, TIE_STOP = 0, 1, 2     # status of a run when play_cartpole returns
-# Gymnasium's CartPole constants, in the order play_cartpole takes them
-PHYSICS = np.array([FORCE_MAG, GRAVITY, LENGTH, MASSPOLE, POLEMASS_LENGTH, TAU, THETA_THRESHOLD, TOTAL_MASS, X_THRESHOLD])
+_euler_step = numba.njit(euler_step)
 OVERFLOW = 1e37     # a layer's sum of |terms| above this stops the forward (float32's largest value: 3.4e38)
 
 
@@ -53,7 +51,7 @@ def fast_weights(w: dict, b: dict, ks: np.ndarray) -> tuple:
             np.ascontiguousarray(b["fc3"][ks, :, 0], dtype=np.float64), np.stack(reach, 1))
 
 
-@numba.njit(cache=True)
+@numba.njit
 def _greedy(m, x, w1t, b1, w2t, b2, w3, b3, reach, skip, h1, h2, tie):
     """(action, ok) of network m for observation x: ok is False at a near tie, a non-finite Q-value or a sum
     that float32 might not hold."""
@@ -100,16 +98,14 @@ def _greedy(m, x, w1t, b1, w2t, b2, w3, b3, reach, skip, h1, h2, tie):
     return action, best - second > tie * bound
 
 
-@numba.njit(cache=True)
+@numba.njit
 def play_cartpole(ks, slots, w1t, b1, w2t, b2, w3, b3, reach, skip, state, obs, explore, t, max_steps, ready, forced,
-                  data, pos, size, total, playing, waiting, status, tie, physics):
+                  data, pos, size, total, playing, waiting, status, tie):
     """Play each run ``ks[i]`` (network ``slots[i]`` of the ``fast_weights`` arrays) until its episode ends or it
     needs the caller (``status[i]``: ENDED, DRAW, TIE_STOP). The arrays are ``BatchedDQN``'s, changed in place:
     ``state`` float64 [K, 4], ``obs`` float32 [K, 4], ``explore`` [K, block] (action, or -1: greedy), ``t``,
     ``max_steps``, ``ready`` (the block at ``t`` is drawn), ``forced`` (greedy action given by the caller, or -1),
-    the replay rings ``data`` [K, capacity, 11], ``pos``, ``size``, ``total``, ``playing``, ``waiting``.
-    ``physics``: ``PHYSICS``."""
-    force_mag, gravity, length, masspole, polemass_length, tau, theta_threshold, total_mass, x_threshold = physics
+    the replay rings ``data`` [K, capacity, 11], ``pos``, ``size``, ``total``, ``playing``, ``waiting``."""
     n1, n2 = b1.shape[1], b2.shape[1]
     h1, h2 = np.empty(n1), np.empty(n2)
     block, capacity = explore.shape[1], data.shape[1]
@@ -131,14 +127,8 @@ def play_cartpole(ks, slots, w1t, b1, w2t, b2, w3, b3, reach, skip, state, obs, 
                         status[n] = TIE_STOP
                         break
             ready[k] = False
-            force = force_mag if a == 1 else -force_mag
-            costheta, sintheta = math.cos(x2), math.sin(x2)
-            temp = (force + polemass_length * (x3 * x3) * sintheta) / total_mass
-            thetaacc = (gravity * sintheta - costheta * temp) / (
-                length * (4.0 / 3.0 - masspole * (costheta * costheta) / total_mass))
-            xacc = temp - polemass_length * thetaacc * costheta / total_mass
-            x0, x1, x2, x3 = x0 + tau * x1, x1 + tau * xacc, x2 + tau * x3, x3 + tau * thetaacc
-            over = abs(x0) > x_threshold or abs(x2) > theta_threshold    # False for NaN, as in Gymnasium
+            x0, x1, x2, x3 = _euler_step(x0, x1, x2, x3, FORCE_MAG if a == 1 else -FORCE_MAG)
+            over = abs(x0) > X_THRESHOLD or abs(x2) > THETA_THRESHOLD    # False for NaN, as in Gymnasium
             row = data[k, pos[k]]
             for j in range(4):
                 row[j] = obs[k, j]

@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlinit_lib.core.params import ParameterError, check_float
-from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, PHYSICS, TIE_STOP, fast_weights, play_cartpole
+from rlinit_lib.smooth_reinit.cartpole_play import DRAW, ENDED, TIE_STOP, fast_weights, play_cartpole
 from rlinit_lib.smooth_reinit.cartpole_vec import THETA_THRESHOLD, X_THRESHOLD, scalar_step
 from rlinit_lib.smooth_reinit.dqn import (DRAW_BLOCK, DQNConfig, ReplayBuffers, env_seed, episode_limit, epsilon_at,
                                          explore_rng, fresh_params, initial_qnet, noise_names, param_noise_target,
@@ -384,6 +384,7 @@ class BatchedDQN:
         self.quiet = np.zeros(self.K, dtype=bool)           # this episode in compiled code
         self.ready = np.zeros(self.K, dtype=bool)           # the draw block at t is drawn (compiled loop)
         self.forced = np.full(self.K, -1, dtype=np.int64)   # greedy action decided in Python at a near tie
+        self.skip_flags = np.array([r.skip for r in runs])
         self.probe = probe_states(task=c.task) if any(r.diag_every for r in runs) else None
 
     def record_diagnostics(self, k: int) -> None:
@@ -597,14 +598,12 @@ class BatchedDQN:
     def play_compiled(self, ks: np.ndarray) -> None:
         """Runs ``ks`` (CartPole, no live weight noise on their acting networks) play their episodes to the end
         in ``cartpole_play``; exploration blocks and near ties are handled here, as ``step`` handles them."""
-        weights = fast_weights(self.policy.w, self.policy.b, ks)
-        skip = np.zeros(self.K, dtype=bool) if self.skip is None else self.skip.cpu().numpy().reshape(-1)
-        slots = np.arange(ks.size)
+        weights, slots = fast_weights(self.policy.w, self.policy.b, ks), np.arange(ks.size)
         while ks.size:
             status = np.empty(ks.size, dtype=np.int64)
-            play_cartpole(ks, slots, *weights, skip, self.env.state, self.obs, self.explore_action, self.t,
+            play_cartpole(ks, slots, *weights, self.skip_flags, self.env.state, self.obs, self.explore_action, self.t,
                           self.max_steps, self.ready, self.forced, self.memory.data, self.memory.pos,
-                          self.memory.size, self.total, self.playing, self.waiting, status, TIE, PHYSICS)
+                          self.memory.size, self.total, self.playing, self.waiting, status, TIE)
             for k in ks[status == DRAW]:
                 self.draw(k)
                 self.ready[k] = True
